@@ -1,0 +1,68 @@
+/**
+ * Defaults shared by server and client. The first block mirrors the original
+ * application's constants (../shared/ORIGINAL_PROTOCOL.md); each is an option
+ * somewhere, these are only the values used when nobody says otherwise.
+ */
+
+export const DEFAULT_PORTS = Object.freeze({
+  control: 8888, // TCP: length-prefixed JSON envelopes
+  video: 8889, // UDP: camera video
+  audio: 8890, // UDP: Opus audio
+  screen: 8891, // UDP: screen frames
+  feedback: 8892, // UDP: receiver reports
+  file: 8891, // TCP: file server (TCP and UDP port spaces are separate)
+});
+
+export const DEFAULT_HOST = '0.0.0.0';
+
+/** Bumped when a change is not backward compatible; see docs/PROTOCOL.md "Versioning". */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Capabilities this build of the server offers, announced in CONNECT's SUCCESS.
+ * A client announces its own in CONNECT; a feature is used when both sides list it.
+ */
+export const SERVER_CAPABILITIES = Object.freeze([
+  'reply_to', // SUCCESS/ERROR/ACK carry the request's message_id as reply_to
+  'error_codes', // ERROR carries a stable code and a hint
+  'resume', // CONNECT with resume_token takes over a session that dropped
+  'chat_history', // CHAT_HISTORY pushed on join and on request
+  'private_chat', // CHAT_MESSAGE with an envelope recipient
+  'hands', // RAISE_HAND / LOWER_HAND
+  'reactions', // REACTION
+  'host_controls', // MUTE_USER, UNMUTE_USER, MUTE_ALL, KICK_USER, ROOM_LOCK, ...
+  'persistent_rooms', // ROOM_CREATE with persistent: true survives a restart
+]);
+
+export const LIMITS = Object.freeze({
+  /** Largest control frame body the decoder accepts (bytes). */
+  maxFrameBytes: 1024 * 1024,
+  /** Deepest JSON nesting the decoder accepts. */
+  maxJsonDepth: 32,
+  maxUsernameLength: 32,
+  maxRoomNameLength: 64,
+  maxRoomPasswordLength: 128,
+  maxChatLength: 4000,
+  maxReactionLength: 16,
+  /** Bytes queued to one slow control connection before the server drops it. */
+  maxSendBufferBytes: 8 * 1024 * 1024,
+});
+
+export const DEFAULTS = Object.freeze({
+  heartbeatIntervalMs: 5_000,
+  connectionTimeoutMs: 30_000,
+  reconnectAttempts: 3,
+  reconnectBaseDelayMs: 500,
+  reconnectMaxDelayMs: 8_000,
+  requestTimeoutMs: 10_000,
+  maxParticipants: 50,
+  historyLimit: 100,
+  /** Per-user chat token bucket: sustained messages per second and burst size. */
+  chatRatePerSecond: 5,
+  chatBurst: 20,
+  /** A temporary room nobody ever joined is removed after this long. */
+  emptyRoomGraceMs: 5 * 60_000,
+  maxFileBytes: 100 * 1024 * 1024,
+  video: { width: 640, height: 480, fps: 30, jpegQuality: 80 },
+  dataDir: './data',
+});

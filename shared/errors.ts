@@ -1,0 +1,290 @@
+/**
+ * The one registry of error codes. Every ERROR the server sends and every error the
+ * client library raises carries one of these codes. Codes are stable: never rename
+ * or reuse one; add new ones. docs/PROTOCOL.md lists them all (a test checks that
+ * each code is used in the code base and documented).
+ *
+ * `message` is a template: `{name}` is replaced from the error's details.
+ * `hint` tells the user what to do next.
+ * `scope` says who produces it: 'wire' codes are sent by the server in ERROR,
+ * 'local' codes are raised by the client library without a server reply.
+ */
+export interface ErrorSpec {
+  message: string;
+  hint: string;
+  scope: 'wire' | 'local';
+  /** The server closes the control connection after sending this error. */
+  fatal?: boolean;
+}
+
+const spec = <T extends Record<string, ErrorSpec>>(t: T) => t;
+
+export const ERROR_CODES = spec({
+  // --- framing and envelope (server side of TCP 8888) ---
+  FRAME_TOO_LARGE: {
+    message: 'Frame of {size} bytes is larger than the limit of {limit} bytes',
+    hint: 'Send smaller messages; files go through the file server, not the control connection.',
+    scope: 'wire',
+    fatal: true,
+  },
+  FRAME_INVALID_UTF8: {
+    message: 'Frame body is not valid UTF-8',
+    hint: 'Encode the JSON body as UTF-8.',
+    scope: 'wire',
+  },
+  FRAME_INVALID_JSON: {
+    message: 'Frame body is not valid JSON: {reason}',
+    hint: 'Send one JSON object per frame.',
+    scope: 'wire',
+  },
+  FRAME_TOO_DEEP: {
+    message: 'JSON nesting depth exceeds the limit of {limit}',
+    hint: 'Flatten the payload; no message type needs deep nesting.',
+    scope: 'wire',
+  },
+  FRAME_TRUNCATED: {
+    message: 'Connection closed in the middle of a frame ({have} of {need} bytes)',
+    hint: 'Send the whole frame before closing the connection.',
+    scope: 'local',
+  },
+  INVALID_ENVELOPE: {
+    message: 'Message is not a valid envelope: {reason}',
+    hint: 'Send an object with type, data, sender, recipient, room_id, timestamp and message_id (docs/PROTOCOL.md).',
+    scope: 'wire',
+  },
+  UNKNOWN_MESSAGE_TYPE: {
+    message: 'Unknown message type "{type}"',
+    hint: 'Use one of the message types listed in docs/PROTOCOL.md.',
+    scope: 'wire',
+  },
+  INVALID_PAYLOAD: {
+    message: 'Invalid data for {type}: {reason}',
+    hint: 'Check the payload fields of this message type in docs/PROTOCOL.md.',
+    scope: 'wire',
+  },
+  NOT_A_REQUEST: {
+    message: '{type} is sent by the server only',
+    hint: 'Clients do not send this message type.',
+    scope: 'wire',
+  },
+  NOT_SUPPORTED: {
+    message: '{type} is not handled on the control connection by this server',
+    hint: '{why}',
+    scope: 'wire',
+  },
+  // --- sessions ---
+  NOT_CONNECTED: {
+    message: 'Send CONNECT before {type}',
+    hint: 'Start every connection with CONNECT {username}.',
+    scope: 'wire',
+  },
+  ALREADY_CONNECTED: {
+    message: 'This connection is already signed in as {username}',
+    hint: 'Open a new connection to sign in as someone else.',
+    scope: 'wire',
+  },
+  INVALID_USERNAME: {
+    message: 'Username {reason}',
+    hint: 'Choose a name of 1 to 32 printable characters.',
+    scope: 'wire',
+  },
+  USERNAME_TAKEN: {
+    message: 'The name "{username}" is already in use on this server',
+    hint: 'Pick another name, or wait until the other session with this name leaves.',
+    scope: 'wire',
+  },
+  SERVER_PASSWORD_REQUIRED: {
+    message: 'This server needs a password',
+    hint: 'Connect again with the server password (--password on the CLI).',
+    scope: 'wire',
+  },
+  WRONG_SERVER_PASSWORD: {
+    message: 'Wrong server password',
+    hint: 'Ask the person who runs the server for the password.',
+    scope: 'wire',
+  },
+  WRONG_ADMIN_PASSWORD: {
+    message: 'Wrong admin password',
+    hint: 'Connect without an admin password, or ask the person who runs the server for it.',
+    scope: 'wire',
+  },
+  UNSUPPORTED_PROTOCOL_VERSION: {
+    message: 'Protocol version {version} is not supported; this server speaks version {supported}',
+    hint: 'Update the client to a version that speaks this server\'s protocol.',
+    scope: 'wire',
+    fatal: true,
+  },
+  HEARTBEAT_TIMEOUT: {
+    message: 'No message for {seconds} s; the connection is considered dead',
+    hint: 'Send HEARTBEAT every few seconds; check the network between client and server.',
+    scope: 'wire',
+    fatal: true,
+  },
+  SLOW_CONSUMER: {
+    message: 'The connection fell {bytes} bytes behind and was closed',
+    hint: 'Read from the socket promptly; reconnect to catch up.',
+    scope: 'wire',
+    fatal: true,
+  },
+  SESSION_REPLACED: {
+    message: 'This session was taken over by a new connection of {username}',
+    hint: 'Nothing to do: you are connected from the newer connection.',
+    scope: 'wire',
+    fatal: true,
+  },
+  SERVER_SHUTTING_DOWN: {
+    message: 'The server is shutting down',
+    hint: 'Wait for the server to come back; the client reconnects by itself.',
+    scope: 'wire',
+  },
+  RATE_LIMITED: {
+    message: 'Too many {what}; limit is {limit} per second',
+    hint: 'Slow down and send again in a moment.',
+    scope: 'wire',
+  },
+  INTERNAL_ERROR: {
+    message: 'Internal server error while handling {type}',
+    hint: 'Try again; if it keeps happening, send the server log to whoever runs the server.',
+    scope: 'wire',
+  },
+  // --- rooms ---
+  ROOM_NOT_FOUND: {
+    message: 'No room with id {room_id}',
+    hint: 'List the rooms (/rooms) and use one of their ids.',
+    scope: 'wire',
+  },
+  INVALID_ROOM_NAME: {
+    message: 'Room name {reason}',
+    hint: 'Choose a name of 1 to 64 printable characters.',
+    scope: 'wire',
+  },
+  ROOM_PASSWORD_REQUIRED: {
+    message: 'Room "{room_name}" is private and needs a password',
+    hint: 'Join again with the room password.',
+    scope: 'wire',
+  },
+  WRONG_ROOM_PASSWORD: {
+    message: 'Wrong password for room "{room_name}"',
+    hint: 'Ask the room\'s host for the password.',
+    scope: 'wire',
+  },
+  ROOM_FULL: {
+    message: 'Room "{room_name}" is full ({max} participants)',
+    hint: 'Wait until someone leaves, or ask the host to raise the capacity.',
+    scope: 'wire',
+  },
+  ROOM_LOCKED: {
+    message: 'Room "{room_name}" is locked',
+    hint: 'Ask the host to unlock the room.',
+    scope: 'wire',
+  },
+  BANNED_FROM_ROOM: {
+    message: 'You were removed from "{room_name}" and cannot rejoin this meeting',
+    hint: 'Ask the host to end the meeting or to start a new one.',
+    scope: 'wire',
+  },
+  NOT_IN_ROOM: {
+    message: 'You are not in a room',
+    hint: 'Join a room first (/join).',
+    scope: 'wire',
+  },
+  ALREADY_IN_ROOM: {
+    message: 'You are already in room "{room_name}"',
+    hint: 'Leave it first (/leave), then join the other room.',
+    scope: 'wire',
+  },
+  // --- people and permissions ---
+  USER_NOT_FOUND: {
+    message: 'No user {user}',
+    hint: 'List the users (/users) and use one of their names.',
+    scope: 'wire',
+  },
+  TARGET_NOT_IN_ROOM: {
+    message: '{username} is not in your room',
+    hint: 'Host actions apply to people in the same room.',
+    scope: 'wire',
+  },
+  PERMISSION_DENIED: {
+    message: 'Only {needed} can {action}',
+    hint: 'Ask the host of the room.',
+    scope: 'wire',
+  },
+  CANNOT_TARGET_SELF: {
+    message: 'You cannot {action} yourself',
+    hint: 'Choose someone else.',
+    scope: 'wire',
+  },
+  MUTED_BY_HOST: {
+    message: 'The host has muted you',
+    hint: 'Raise your hand and ask the host to let you speak.',
+    scope: 'wire',
+  },
+  INVALID_RECIPIENT: {
+    message: 'Private message recipient {recipient} is not online',
+    hint: 'List the users (/users) and pick someone online.',
+    scope: 'wire',
+  },
+  // --- raised by the client library itself ---
+  REQUEST_TIMEOUT: {
+    message: 'No reply to {type} within {ms} ms',
+    hint: 'Check that the server is running and reachable, then try again.',
+    scope: 'local',
+  },
+  CONNECTION_LOST: {
+    message: 'Connection to the server was lost before {type} was answered',
+    hint: 'The client reconnects by itself; repeat the action once it is back.',
+    scope: 'local',
+  },
+  CONNECT_FAILED: {
+    message: 'Could not connect to {host}:{port}: {reason}',
+    hint: 'Check the address and port, and that the server is running (npm start).',
+    scope: 'local',
+  },
+  CLIENT_CLOSED: {
+    message: 'The client was closed',
+    hint: 'Create a new client to connect again.',
+    scope: 'local',
+  },
+});
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+}
+
+export function formatErrorMessage(code: ErrorCode, details: Record<string, unknown> = {}): string {
+  return ERROR_CODES[code].message.replace(/\{(\w+)\}/g, (_, k: string) =>
+    k in details ? String(details[k]) : `{${k}}`,
+  );
+}
+
+/** An error with a stable code from the registry. */
+export class ProtocolError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, details: Record<string, unknown> = {}, message?: string) {
+    super(message ?? formatErrorMessage(code, details));
+    this.name = 'ProtocolError';
+    this.code = code;
+    this.hint = ERROR_CODES[code].hint;
+    this.details = details;
+  }
+
+  get fatal(): boolean {
+    return (ERROR_CODES[this.code] as ErrorSpec).fatal === true;
+  }
+
+  /** The data of an ERROR message carrying this error. */
+  toWire(): { code: ErrorCode; message: string; hint: string; details?: Record<string, unknown> } {
+    const out: { code: ErrorCode; message: string; hint: string; details?: Record<string, unknown> } = {
+      code: this.code,
+      message: this.message,
+      hint: this.hint,
+    };
+    if (Object.keys(this.details).length > 0) out.details = this.details;
+    return out;
+  }
+}
