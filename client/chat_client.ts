@@ -1,0 +1,146 @@
+/**
+ * Chat on top of the Client: the room's conversation (history merged with live
+ * messages, de-duplicated by chat_id, in order), private conversations per peer,
+ * unread counts, and paging back through older history.
+ */
+import { TypedEmitter } from '../shared/events';
+import type { ChatEntry } from '../shared/protocol/messages';
+import type { Client } from './main_client';
+
+export type ChatEvents = {
+  /** A message to show: `own` is true for what you sent. */
+  message: [ChatEntry, { own: boolean }];
+  /** The room's history arrived (on join) or grew backwards (loadOlder). */
+  history: [string, ChatEntry[]];
+};
+
+export interface ChatClientOptions {
+  /** Messages kept per conversation (oldest dropped first). */
+  keep?: number;
+}
+
+export class ChatClient extends TypedEmitter<ChatEvents> {
+  private readonly rooms = new Map<string, ChatEntry[]>();
+  private readonly privates = new Map<string, ChatEntry[]>();
+  private readonly seen = new Set<string>();
+  private readonly unread = new Map<string, number>();
+  private readonly keep: number;
+
+  constructor(
+    readonly client: Client,
+    options: ChatClientOptions = {},
+  ) {
+    super();
+    this.keep = options.keep ?? 1000;
+    client.on('history', ({ room_id, messages }) => {
+      const list = this.roomList(room_id);
+      for (const m of messages) this.insert(list, m);
+      this.emit('history', room_id, list.slice());
+    });
+    client.on('chat', (entry) => this.receive(entry, false));
+  }
+
+  /** The conversation of a room (default: yours), oldest first. */
+  roomMessages(roomId = this.client.room?.room_id): ChatEntry[] {
+    return roomId ? (this.rooms.get(roomId) ?? []).slice() : [];
+  }
+
+  /** Private messages with one user (by user_id), oldest first. */
+  privateMessages(peerId: string): ChatEntry[] {
+    return (this.privates.get(peerId) ?? []).slice();
+  }
+
+  unreadCount(conversation: string): number {
+    return this.unread.get(conversation) ?? 0;
+  }
+
+  markRead(conversation: string): void {
+    this.unread.delete(conversation);
+  }
+
+  async send(message: string): Promise<ChatEntry> {
+    const ack = await this.client.sendChat(message);
+    const me = this.client.user!;
+    return this.receive(
+      {
+        chat_id: ack.chat_id,
+        room_id: this.client.room?.room_id ?? null,
+        user_id: me.user_id,
+        username: me.username,
+        message,
+        timestamp: ack.timestamp,
+        is_private: false,
+        recipient: null,
+      },
+      true,
+    );
+  }
+
+  async sendPrivate(to: string, message: string): Promise<ChatEntry> {
+    const peer = this.client.findUser(to);
+    const ack = await this.client.sendPrivate(to, message);
+    const me = this.client.user!;
+    return this.receive(
+      {
+        chat_id: ack.chat_id,
+        room_id: null,
+        user_id: me.user_id,
+        username: me.username,
+        message,
+        timestamp: ack.timestamp,
+        is_private: true,
+        recipient: peer?.user_id ?? to,
+      },
+      true,
+    );
+  }
+
+  /** Fetch older room messages than the oldest one held. Returns how many arrived. */
+  async loadOlder(limit = 50): Promise<number> {
+    const roomId = this.client.room?.room_id;
+    if (!roomId) return 0;
+    const list = this.roomList(roomId);
+    const r = await this.client.chatHistory(limit, list[0]?.chat_id);
+    let added = 0;
+    for (const m of r.messages) if (this.insert(list, m)) added++;
+    if (added) this.emit('history', roomId, list.slice());
+    return added;
+  }
+
+  private receive(entry: ChatEntry, own: boolean): ChatEntry {
+    const key = entry.is_private ? (own ? entry.recipient! : entry.user_id) : entry.room_id;
+    if (!key) return entry;
+    const list = entry.is_private ? this.privateList(key) : this.roomList(key);
+    if (this.insert(list, entry)) {
+      if (!own) this.unread.set(key, (this.unread.get(key) ?? 0) + 1);
+      this.emit('message', entry, { own });
+    }
+    return entry;
+  }
+
+  /** Insert in timestamp order; false when already held. */
+  private insert(list: ChatEntry[], entry: ChatEntry): boolean {
+    if (this.seen.has(entry.chat_id)) return false;
+    this.seen.add(entry.chat_id);
+    let i = list.length;
+    while (i > 0 && list[i - 1].timestamp > entry.timestamp) i--;
+    list.splice(i, 0, entry);
+    while (list.length > this.keep) {
+      const dropped = list.shift()!;
+      this.seen.delete(dropped.chat_id);
+    }
+    return true;
+  }
+
+  private roomList(roomId: string): ChatEntry[] {
+    let l = this.rooms.get(roomId);
+    if (!l) this.rooms.set(roomId, (l = []));
+    return l;
+  }
+
+  private privateList(peerId: string): ChatEntry[] {
+    let l = this.privates.get(peerId);
+    if (!l) this.privates.set(peerId, (l = []));
+    return l;
+  }
+}

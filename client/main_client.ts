@@ -1,0 +1,646 @@
+/**
+ * The client library: one control connection to the server with typed events,
+ * requests matched to replies by message_id (a Map of id -> {resolve, reject, timer},
+ * cleared on reply, timeout and link loss), heartbeats, and automatic reconnect with
+ * backoff that takes the session over (resume token) and rejoins the room.
+ */
+import net from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { DEFAULT_PORTS, DEFAULTS, PROTOCOL_VERSION } from '../shared/constants';
+import { isErrorCode, ProtocolError } from '../shared/errors';
+import { TypedEmitter } from '../shared/events';
+import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
+import {
+  MT,
+  type ChatEntry,
+  type Envelope,
+  type ErrorData,
+  type PushData,
+  type RequestData,
+  type RequestType,
+  type ResponseData,
+  type RoomInfo,
+  type UserInfo,
+} from '../shared/protocol/messages';
+
+export interface ClientOptions {
+  host?: string;
+  port?: number;
+  username: string;
+  /** Server password, when the server has one. */
+  password?: string | null;
+  /** Signs in as admin. */
+  adminPassword?: string | null;
+  requestTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Reconnect by itself when the link drops (default true). */
+  reconnect?: boolean;
+  reconnectAttempts?: number;
+  reconnectBaseDelayMs?: number;
+  reconnectMaxDelayMs?: number;
+  /** Overrides the heartbeat interval the server announces. */
+  heartbeatIntervalMs?: number;
+  capabilities?: string[];
+}
+
+export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+export type ClientEvents = {
+  /** Signed in (first time or after a reconnect). */
+  connected: [{ user: UserInfo; resumed: boolean; reconnect: boolean }];
+  /** The link dropped; `willReconnect` says whether the client tries again. */
+  disconnected: [{ reason: string; willReconnect: boolean }];
+  reconnecting: [{ attempt: number; of: number; delayMs: number }];
+  reconnected: [{ room: RoomInfo | null }];
+  reconnect_failed: [ProtocolError];
+  /** Every envelope received, before any other event. */
+  message: [Envelope<string, Record<string, unknown>>];
+  chat: [ChatEntry];
+  history: [PushData<'CHAT_HISTORY'>];
+  /** A user came online (room_id null) or joined your room. */
+  user_join: [UserInfo, string | null];
+  /** A user left your room (room_id set) or went offline (room_id null). */
+  user_leave: [PushData<'USER_LEAVE'>, string | null];
+  user_update: [UserInfo];
+  users: [UserInfo[]];
+  rooms: [RoomInfo[]];
+  room_update: [PushData<'ROOM_UPDATE'>];
+  /** You joined or left a room (null). */
+  room: [RoomInfo | null];
+  reaction: [PushData<'REACTION'>];
+  muted: [PushData<'MUTE_USER'>];
+  unmute_requested: [PushData<'UNMUTE_USER'>];
+  kicked: [PushData<'KICK_USER'>];
+  role_change: [PushData<'ROLE_CHANGE'>];
+  meeting_ended: [PushData<'END_MEETING'>];
+  room_deleted: [PushData<'ROOM_DELETE'>];
+  /** The server announced it is closing the connection. */
+  server_disconnect: [PushData<'DISCONNECT'>];
+  /** An ERROR that answers no pending request. */
+  server_error: [ProtocolError];
+  closed: [];
+};
+
+interface Pending {
+  type: string;
+  resolve: (data: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Turns an ERROR's data into a ProtocolError with the server's message. */
+export function errorFromWire(data: ErrorData | Record<string, unknown>): ProtocolError {
+  const code = isErrorCode(data.code) ? data.code : 'INTERNAL_ERROR';
+  const details = (data.details && typeof data.details === 'object' ? data.details : {}) as Record<string, unknown>;
+  return new ProtocolError(code, details, typeof data.message === 'string' ? data.message : undefined);
+}
+
+export class Client extends TypedEmitter<ClientEvents> {
+  readonly host: string;
+  readonly port: number;
+  readonly username: string;
+  private readonly opts: Required<Omit<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities'>> &
+    Pick<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities'>;
+  state: ClientState = 'idle';
+  /** Yourself, as the server last described you. */
+  user: UserInfo | null = null;
+  /** Everyone online, by user_id. */
+  readonly users = new Map<string, UserInfo>();
+  /** Every room, by room_id. */
+  readonly rooms = new Map<string, RoomInfo>();
+  /** The room you are in, or null. */
+  room: RoomInfo | null = null;
+  serverCapabilities: string[] = [];
+  protocolVersion = 0;
+  private socket: net.Socket | null = null;
+  private readonly pending = new Map<string, Pending>();
+  private resumeToken: string | null = null;
+  private roomPassword: string | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private lastReceived = 0;
+  private timeoutMs: number = DEFAULTS.connectionTimeoutMs;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectWake: (() => void) | null = null;
+  private closedByUser = false;
+  private reconnectRunning = false;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.host = options.host ?? '127.0.0.1';
+    this.port = options.port ?? DEFAULT_PORTS.control;
+    this.username = options.username;
+    this.opts = {
+      host: this.host,
+      port: this.port,
+      username: options.username,
+      password: options.password,
+      adminPassword: options.adminPassword,
+      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
+      reconnect: options.reconnect ?? true,
+      reconnectAttempts: options.reconnectAttempts ?? DEFAULTS.reconnectAttempts,
+      reconnectBaseDelayMs: options.reconnectBaseDelayMs ?? DEFAULTS.reconnectBaseDelayMs,
+      reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      capabilities: options.capabilities,
+    };
+  }
+
+  get connected(): boolean {
+    return this.state === 'connected';
+  }
+
+  get userId(): string | null {
+    return this.user?.user_id ?? null;
+  }
+
+  /** Members of your room. */
+  get participants(): UserInfo[] {
+    const roomId = this.room?.room_id;
+    return roomId ? [...this.users.values()].filter((u) => u.room_id === roomId) : [];
+  }
+
+  // ------------------------------------------------------------ connection
+
+  /** Connect and sign in. Rejects with CONNECT_FAILED or the server's error (e.g. USERNAME_TAKEN). */
+  async connect(): Promise<UserInfo> {
+    if (this.state === 'closed') throw new ProtocolError('CLIENT_CLOSED');
+    if (this.state === 'connected' && this.user) return this.user;
+    this.state = 'connecting';
+    try {
+      return await this.open(false);
+    } catch (e) {
+      if (this.state === 'connecting') this.state = 'idle';
+      throw e;
+    }
+  }
+
+  private async open(isReconnect: boolean): Promise<UserInfo> {
+    const socket = await this.dial();
+    this.socket = socket;
+    const decoder = new FrameDecoder();
+    this.lastReceived = performance.now();
+    socket.on('data', (chunk: Buffer) => {
+      this.lastReceived = performance.now();
+      for (const f of decoder.push(chunk)) {
+        if (f.ok) this.onMessage(f.value as Envelope<string, Record<string, unknown>>);
+        else if (f.fatal) socket.destroy(f.error);
+      }
+    });
+    socket.on('error', () => {
+      /* reported through 'close' */
+    });
+    socket.once('close', () => this.onClose(socket));
+    let reply: ResponseData<'CONNECT'>;
+    try {
+      reply = await this.request(MT.CONNECT, {
+        username: this.username,
+        user_id: '',
+        password: this.opts.password ?? undefined,
+        admin_password: this.opts.adminPassword ?? undefined,
+        protocol_version: PROTOCOL_VERSION,
+        capabilities: this.opts.capabilities ?? ['reply_to', 'error_codes', 'resume'],
+        resume_token: this.resumeToken ?? undefined,
+      });
+    } catch (e) {
+      socket.removeAllListeners('close');
+      socket.destroy();
+      if (this.socket === socket) this.socket = null;
+      throw e;
+    }
+    this.user = reply.user;
+    this.users.set(reply.user.user_id, reply.user);
+    this.resumeToken = reply.resume_token;
+    this.serverCapabilities = reply.capabilities;
+    this.protocolVersion = reply.protocol_version;
+    this.timeoutMs = reply.connection_timeout * 1000;
+    this.state = 'connected';
+    this.startHeartbeat(this.opts.heartbeatIntervalMs ?? reply.heartbeat_interval * 1000);
+    this.emit('connected', { user: reply.user, resumed: reply.resumed, reconnect: isReconnect });
+    return reply.user;
+  }
+
+  private dial(): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: this.host, port: this.port });
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new ProtocolError('CONNECT_FAILED', { host: this.host, port: this.port, reason: 'timed out' }));
+      }, this.opts.connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new ProtocolError('CONNECT_FAILED', { host: this.host, port: this.port, reason: e.code ?? e.message }));
+      });
+    });
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    this.stopHeartbeat();
+    this.heartbeatTimer = setInterval(() => {
+      // A server silent for the whole timeout is gone even if TCP has not noticed.
+      if (performance.now() - this.lastReceived > this.timeoutMs) {
+        this.socket?.destroy();
+        return;
+      }
+      this.request(MT.HEARTBEAT, {}).catch(() => {
+        /* a lost heartbeat shows up as link loss */
+      });
+    }, intervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  private onClose(socket: net.Socket): void {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.stopHeartbeat();
+    this.failPending();
+    const wasConnected = this.state === 'connected';
+    if (this.closedByUser || this.state === 'closed') return;
+    const willReconnect = wasConnected && this.opts.reconnect;
+    this.state = willReconnect ? 'reconnecting' : 'idle';
+    this.emit('disconnected', { reason: 'connection lost', willReconnect });
+    if (willReconnect && !this.reconnectRunning) {
+      this.reconnectRunning = true;
+      void this.reconnectLoop().finally(() => (this.reconnectRunning = false));
+    }
+  }
+
+  private failPending(): void {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new ProtocolError('CONNECTION_LOST', { type: p.type }));
+      this.pending.delete(id);
+    }
+  }
+
+  private async reconnectLoop(): Promise<void> {
+    const n = this.opts.reconnectAttempts;
+    let lastError: ProtocolError = new ProtocolError('CONNECT_FAILED', { host: this.host, port: this.port, reason: 'not tried' });
+    for (let attempt = 1; attempt <= n; attempt++) {
+      // Exponential backoff with full jitter on the upper half, so many clients do not return in lockstep.
+      const base = Math.min(this.opts.reconnectMaxDelayMs, this.opts.reconnectBaseDelayMs * 2 ** (attempt - 1));
+      const delayMs = Math.round(base / 2 + Math.random() * (base / 2));
+      this.emit('reconnecting', { attempt, of: n, delayMs });
+      await new Promise<void>((resolve) => {
+        this.reconnectWake = resolve;
+        this.reconnectTimer = setTimeout(resolve, delayMs);
+      });
+      this.reconnectTimer = null;
+      this.reconnectWake = null;
+      if (this.closedByUser) return;
+      try {
+        await this.open(true);
+        await this.rejoin();
+        this.emit('reconnected', { room: this.room });
+        return;
+      } catch (e) {
+        lastError = e instanceof ProtocolError ? e : new ProtocolError('CONNECT_FAILED', { host: this.host, port: this.port, reason: String(e) });
+        if (this.closedByUser) return;
+        if (this.state === 'connected') {
+          // Signed in but the room is gone or refused us: stay connected, out of the room.
+          this.setRoom(null);
+          this.emit('reconnected', { room: null });
+          return;
+        }
+        this.state = 'reconnecting';
+      }
+    }
+    this.state = 'idle';
+    this.setRoom(null);
+    this.emit('reconnect_failed', lastError);
+  }
+
+  private async rejoin(): Promise<void> {
+    const roomId = this.room?.room_id;
+    if (!roomId) return;
+    const r = await this.request(MT.ROOM_JOIN, { room_id: roomId, password: this.roomPassword ?? undefined });
+    this.setRoom(r.room);
+    for (const p of r.participants) this.users.set(p.user_id, p);
+  }
+
+  /** Say goodbye (DISCONNECT) and close for good. Pending requests fail with CLIENT_CLOSED. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.closedByUser = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectWake?.();
+    const socket = this.socket;
+    if (socket && this.state === 'connected') {
+      try {
+        await this.request(MT.DISCONNECT, { user_id: this.userId }, { timeoutMs: 1000 });
+      } catch {
+        /* closing anyway */
+      }
+    }
+    this.state = 'closed';
+    this.stopHeartbeat();
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new ProtocolError('CLIENT_CLOSED'));
+      this.pending.delete(id);
+    }
+    if (socket && !socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.end();
+        setTimeout(() => socket.destroy(), 500).unref();
+      });
+    }
+    this.socket = null;
+    this.emit('closed');
+  }
+
+  // ------------------------------------------------------------ requests
+
+  /** Send a request and resolve with its SUCCESS/ACK data; reject with the ERROR's ProtocolError. */
+  request<T extends RequestType>(
+    type: T,
+    data: RequestData<T>,
+    opts: { timeoutMs?: number; recipient?: string | null; room_id?: string | null } = {},
+  ): Promise<ResponseData<T>> {
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return Promise.reject(new ProtocolError('CONNECTION_LOST', { type }));
+    const message_id = randomUUID();
+    const timeoutMs = opts.timeoutMs ?? this.opts.requestTimeoutMs;
+    return new Promise<ResponseData<T>>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(message_id);
+        reject(new ProtocolError('REQUEST_TIMEOUT', { type, ms: timeoutMs }));
+      }, timeoutMs);
+      this.pending.set(message_id, { type, resolve: resolve as (d: unknown) => void, reject, timer });
+      const env: Envelope<T, RequestData<T>> = {
+        type,
+        data,
+        sender: this.userId,
+        recipient: opts.recipient ?? null,
+        room_id: opts.room_id ?? this.room?.room_id ?? null,
+        timestamp: Date.now() / 1000,
+        message_id,
+      };
+      socket.write(encodeFrame(env));
+    });
+  }
+
+  private onMessage(env: Envelope<string, Record<string, unknown>>): void {
+    if (!env || typeof env !== 'object' || typeof env.type !== 'string') return;
+    const data = (env.data ?? {}) as Record<string, unknown>;
+    this.emit('message', env);
+    if ((env.type === MT.SUCCESS || env.type === MT.ACK || env.type === MT.ERROR) && env.reply_to) {
+      const p = this.pending.get(env.reply_to);
+      if (p) {
+        this.pending.delete(env.reply_to);
+        clearTimeout(p.timer);
+        if (env.type === MT.ERROR) p.reject(errorFromWire(data));
+        else p.resolve(data);
+        return;
+      }
+    }
+    switch (env.type) {
+      case MT.ERROR:
+        this.emit('server_error', errorFromWire(data));
+        break;
+      case MT.CHAT_MESSAGE:
+        this.emit('chat', data as unknown as ChatEntry);
+        break;
+      case MT.CHAT_HISTORY:
+        this.emit('history', data as unknown as PushData<'CHAT_HISTORY'>);
+        break;
+      case MT.USER_LIST: {
+        const users = (data as PushData<'USER_LIST'>).users;
+        this.users.clear();
+        for (const u of users) this.users.set(u.user_id, u);
+        this.emit('users', users);
+        break;
+      }
+      case MT.USER_JOIN: {
+        const u = data as unknown as UserInfo;
+        this.users.set(u.user_id, u);
+        this.emit('user_join', u, env.room_id ?? null);
+        break;
+      }
+      case MT.USER_UPDATE: {
+        const u = data as unknown as UserInfo;
+        this.users.set(u.user_id, u);
+        if (u.user_id === this.userId) this.user = u;
+        this.emit('user_update', u);
+        break;
+      }
+      case MT.USER_LEAVE: {
+        const d = data as PushData<'USER_LEAVE'>;
+        if (!env.room_id) this.users.delete(d.user_id);
+        else {
+          const u = this.users.get(d.user_id);
+          if (u && u.room_id === env.room_id) this.users.set(d.user_id, { ...u, room_id: null, role: null });
+        }
+        this.emit('user_leave', d, env.room_id ?? null);
+        break;
+      }
+      case MT.ROOM_LIST: {
+        const rooms = (data as PushData<'ROOM_LIST'>).rooms;
+        this.rooms.clear();
+        for (const r of rooms) this.rooms.set(r.room_id, r);
+        if (this.room) this.room = this.rooms.get(this.room.room_id) ?? this.room;
+        this.emit('rooms', rooms);
+        break;
+      }
+      case MT.ROOM_UPDATE: {
+        const d = data as PushData<'ROOM_UPDATE'>;
+        this.rooms.set(d.room.room_id, d.room);
+        if (this.room?.room_id === d.room.room_id) this.room = d.room;
+        this.emit('room_update', d);
+        break;
+      }
+      case MT.REACTION:
+        this.emit('reaction', data as PushData<'REACTION'>);
+        break;
+      case MT.MUTE_USER:
+        this.emit('muted', data as PushData<'MUTE_USER'>);
+        break;
+      case MT.UNMUTE_USER:
+        this.emit('unmute_requested', data as PushData<'UNMUTE_USER'>);
+        break;
+      case MT.KICK_USER:
+        this.setRoom(null);
+        this.emit('kicked', data as PushData<'KICK_USER'>);
+        break;
+      case MT.ROLE_CHANGE:
+        this.emit('role_change', data as PushData<'ROLE_CHANGE'>);
+        break;
+      case MT.END_MEETING:
+        this.setRoom(null);
+        this.emit('meeting_ended', data as PushData<'END_MEETING'>);
+        break;
+      case MT.ROOM_DELETE:
+        this.emit('room_deleted', data as PushData<'ROOM_DELETE'>);
+        break;
+      case MT.DISCONNECT:
+        this.emit('server_disconnect', data as PushData<'DISCONNECT'>);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private setRoom(room: RoomInfo | null, password?: string | null): void {
+    const changed = (this.room?.room_id ?? null) !== (room?.room_id ?? null);
+    this.room = room;
+    if (password !== undefined) this.roomPassword = password;
+    if (!room) this.roomPassword = null;
+    if (changed) this.emit('room', room);
+  }
+
+  // ------------------------------------------------------------ conveniences
+
+  /** A user by id, or by name (case-insensitive), among those online. */
+  findUser(nameOrId: string): UserInfo | undefined {
+    const byId = this.users.get(nameOrId);
+    if (byId) return byId;
+    const key = nameOrId.normalize('NFC').toLowerCase();
+    for (const u of this.users.values()) if (u.username.normalize('NFC').toLowerCase() === key) return u;
+    return undefined;
+  }
+
+  private ref(nameOrId: string): { user_id: string } | { username: string } {
+    const u = this.findUser(nameOrId);
+    return u ? { user_id: u.user_id } : { username: nameOrId };
+  }
+
+  async listRooms(): Promise<RoomInfo[]> {
+    const r = await this.request(MT.ROOM_LIST, {});
+    this.rooms.clear();
+    for (const room of r.rooms) this.rooms.set(room.room_id, room);
+    return r.rooms;
+  }
+
+  async listUsers(roomId?: string): Promise<UserInfo[]> {
+    const r = await this.request(MT.USER_LIST, { room_id: roomId });
+    if (!roomId) {
+      this.users.clear();
+    }
+    for (const u of r.users) this.users.set(u.user_id, u);
+    return r.users;
+  }
+
+  async createRoom(o: {
+    name: string;
+    password?: string | null;
+    maxParticipants?: number;
+    persistent?: boolean;
+    settings?: Record<string, unknown>;
+  }): Promise<RoomInfo> {
+    const r = await this.request(MT.ROOM_CREATE, {
+      room_name: o.name,
+      is_private: !!o.password,
+      password: o.password ?? undefined,
+      max_participants: o.maxParticipants,
+      persistent: o.persistent ?? false,
+      settings: o.settings,
+    });
+    this.rooms.set(r.room.room_id, r.room);
+    return r.room;
+  }
+
+  /** Join by room id, or by name when exactly one room has it. */
+  async joinRoom(roomIdOrName: string, password?: string | null): Promise<ResponseData<'ROOM_JOIN'>> {
+    const roomId = this.resolveRoom(roomIdOrName);
+    const r = await this.request(MT.ROOM_JOIN, { room_id: roomId, password: password ?? undefined });
+    for (const p of r.participants) this.users.set(p.user_id, p);
+    const me = r.participants.find((p) => p.user_id === this.userId);
+    if (me) this.user = me;
+    this.setRoom(r.room, password ?? null);
+    return r;
+  }
+
+  resolveRoom(roomIdOrName: string): string {
+    if (this.rooms.has(roomIdOrName)) return roomIdOrName;
+    const key = roomIdOrName.toLowerCase();
+    const matches = [...this.rooms.values()].filter((r) => r.room_name.toLowerCase() === key);
+    if (matches.length === 1) return matches[0].room_id;
+    const prefix = [...this.rooms.values()].filter((r) => r.room_id.startsWith(roomIdOrName));
+    return prefix.length === 1 ? prefix[0].room_id : roomIdOrName;
+  }
+
+  async leaveRoom(): Promise<void> {
+    if (!this.room) throw new ProtocolError('NOT_IN_ROOM');
+    await this.request(MT.ROOM_LEAVE, { room_id: this.room.room_id });
+    this.setRoom(null);
+  }
+
+  deleteRoom(roomIdOrName: string): Promise<ResponseData<'ROOM_DELETE'>> {
+    return this.request(MT.ROOM_DELETE, { room_id: this.resolveRoom(roomIdOrName) });
+  }
+
+  /** Chat to your room. */
+  sendChat(message: string): Promise<ResponseData<'CHAT_MESSAGE'>> {
+    return this.request(MT.CHAT_MESSAGE, { room_id: this.room?.room_id ?? null, message });
+  }
+
+  /** A private message to one user (by name or id). */
+  sendPrivate(to: string, message: string): Promise<ResponseData<'CHAT_MESSAGE'>> {
+    const u = this.findUser(to);
+    return this.request(MT.CHAT_MESSAGE, { message }, { recipient: u?.user_id ?? to });
+  }
+
+  chatHistory(limit?: number, before?: string): Promise<ResponseData<'CHAT_HISTORY'>> {
+    return this.request(MT.CHAT_HISTORY, { room_id: this.room?.room_id ?? null, limit, before });
+  }
+
+  raiseHand(): Promise<ResponseData<'RAISE_HAND'>> {
+    return this.request(MT.RAISE_HAND, {});
+  }
+  lowerHand(of?: string): Promise<ResponseData<'LOWER_HAND'>> {
+    return this.request(MT.LOWER_HAND, of ? this.ref(of) : {});
+  }
+  react(reaction: string): Promise<ResponseData<'REACTION'>> {
+    return this.request(MT.REACTION, { reaction });
+  }
+  setVideo(on: boolean): Promise<ResponseData<'VIDEO_START'>> {
+    return this.request(on ? MT.VIDEO_START : MT.VIDEO_STOP, { user_id: this.userId });
+  }
+  setAudio(on: boolean): Promise<ResponseData<'AUDIO_START'>> {
+    return this.request(on ? MT.AUDIO_START : MT.AUDIO_STOP, { user_id: this.userId });
+  }
+  setScreenShare(active: boolean): Promise<ResponseData<'SCREEN_SHARE'>> {
+    return this.request(MT.SCREEN_SHARE, { active });
+  }
+  mute(who: string): Promise<ResponseData<'MUTE_USER'>> {
+    return this.request(MT.MUTE_USER, this.ref(who));
+  }
+  unmute(who: string): Promise<ResponseData<'UNMUTE_USER'>> {
+    return this.request(MT.UNMUTE_USER, this.ref(who));
+  }
+  muteAll(includeModerators = false): Promise<ResponseData<'MUTE_ALL'>> {
+    return this.request(MT.MUTE_ALL, { include_moderators: includeModerators });
+  }
+  kick(who: string, reason?: string): Promise<ResponseData<'KICK_USER'>> {
+    return this.request(MT.KICK_USER, { ...this.ref(who), reason });
+  }
+  lockRoom(locked = true): Promise<ResponseData<'ROOM_LOCK'>> {
+    return this.request(locked ? MT.ROOM_LOCK : MT.ROOM_UNLOCK, { room_id: this.room?.room_id ?? null });
+  }
+  promote(who: string): Promise<ResponseData<'PROMOTE_USER'>> {
+    return this.request(MT.PROMOTE_USER, this.ref(who));
+  }
+  demote(who: string): Promise<ResponseData<'DEMOTE_USER'>> {
+    return this.request(MT.DEMOTE_USER, this.ref(who));
+  }
+  transferHost(who: string): Promise<ResponseData<'TRANSFER_HOST'>> {
+    return this.request(MT.TRANSFER_HOST, this.ref(who));
+  }
+  async endMeeting(): Promise<void> {
+    await this.request(MT.END_MEETING, { room_id: this.room?.room_id ?? null });
+    this.setRoom(null);
+  }
+}
