@@ -318,8 +318,25 @@ export class Client extends TypedEmitter<ClientEvents> {
       }
     }
     this.state = 'idle';
-    this.setRoom(null);
     this.emit('reconnect_failed', lastError);
+  }
+
+  /**
+   * Try the reconnect sequence again by hand (after 'reconnect_failed'), rejoining the
+   * room held before the link dropped. Resolves once signed in, or rejects.
+   */
+  async reconnect(): Promise<void> {
+    if (this.state === 'closed') throw new ProtocolError('CLIENT_CLOSED');
+    if (this.state === 'connected') return;
+    this.state = 'reconnecting';
+    try {
+      await this.open(true);
+    } catch (e) {
+      this.state = 'idle';
+      throw e;
+    }
+    await this.rejoin().catch(() => this.setRoom(null));
+    this.emit('reconnected', { room: this.room });
   }
 
   private async rejoin(): Promise<void> {

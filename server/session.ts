@@ -17,6 +17,11 @@ export type DispatchFn = (session: Session, message: unknown) => void | Promise<
 
 const QUEUE_PAUSE_AT = 1024;
 
+/** Queued after the last good frame when the stream broke: handled in order, then the connection closes. */
+class FatalFrame {
+  constructor(readonly error: ProtocolError) {}
+}
+
 export interface SessionOptions extends FrameDecoderOptions {
   maxSendBufferBytes: number;
 }
@@ -64,8 +69,9 @@ export class Session {
       if (frame.ok) {
         this.queue.push(frame.value);
       } else if (frame.fatal) {
-        this.fail(frame.error);
-        return;
+        // Frames that arrived whole before the break are still answered first.
+        this.queue.push(new FatalFrame(frame.error));
+        break;
       } else {
         // Keep the error in sequence with the messages around it.
         this.queue.push(frame.error);
@@ -78,6 +84,10 @@ export class Session {
     while (!this.busy && this.queue.length > 0 && !this.closed) {
       const msg = this.queue.shift();
       this.lastSeen = performance.now();
+      if (msg instanceof FatalFrame) {
+        this.fail(msg.error);
+        return;
+      }
       if (msg instanceof ProtocolError) {
         this.sendError(msg, null);
         continue;
@@ -121,7 +131,10 @@ export class Session {
     this.counters.bytesOut += frame.length;
     this.socket.write(frame);
     if (this.socket.writableLength > this.opts.maxSendBufferBytes) {
-      this.fail(new ProtocolError('SLOW_CONSUMER', { bytes: this.socket.writableLength }), false);
+      // The peer is not reading: flushing is pointless, so the socket goes now and the user with it.
+      this.closeReason = 'SLOW_CONSUMER';
+      this.close('SLOW_CONSUMER');
+      this.socket.destroy();
       return false;
     }
     return true;

@@ -52,7 +52,7 @@ export const DEFAULTS = Object.freeze({
   heartbeatIntervalMs: 5_000,
   connectionTimeoutMs: 30_000,
   reconnectAttempts: 3,
-  reconnectBaseDelayMs: 500,
+  reconnectBaseDelayMs: 1_000,
   reconnectMaxDelayMs: 8_000,
   requestTimeoutMs: 10_000,
   maxParticipants: 50,
