@@ -38,6 +38,19 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
       this.emit('history', room_id, list.slice());
     });
     client.on('chat', (entry) => this.receive(entry, false));
+    // After a reconnect, fetch what was said meanwhile; duplicates are dropped by chat_id.
+    client.on('reconnected', ({ room }) => {
+      if (!room) return;
+      client.chatHistory().then(
+        (r) => {
+          const list = this.roomList(r.room_id);
+          let added = 0;
+          for (const m of r.messages) if (this.insert(list, m)) added++;
+          if (added) this.emit('history', r.room_id, list.slice());
+        },
+        () => undefined,
+      );
+    });
   }
 
   /** The conversation of a room (default: yours), oldest first. */
@@ -64,6 +77,7 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
     return this.receive(
       {
         chat_id: ack.chat_id,
+        seq: ack.seq,
         room_id: this.client.room?.room_id ?? null,
         user_id: me.user_id,
         username: me.username,
@@ -77,19 +91,19 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
   }
 
   async sendPrivate(to: string, message: string): Promise<ChatEntry> {
-    const peer = this.client.findUser(to);
     const ack = await this.client.sendPrivate(to, message);
     const me = this.client.user!;
     return this.receive(
       {
         chat_id: ack.chat_id,
+        seq: ack.seq,
         room_id: null,
         user_id: me.user_id,
         username: me.username,
         message,
         timestamp: ack.timestamp,
         is_private: true,
-        recipient: peer?.user_id ?? to,
+        recipient: ack.recipient ?? to,
       },
       true,
     );
@@ -118,12 +132,12 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
     return entry;
   }
 
-  /** Insert in timestamp order; false when already held. */
+  /** Insert in server order (seq; timestamps can tie within a millisecond); false when already held. */
   private insert(list: ChatEntry[], entry: ChatEntry): boolean {
     if (this.seen.has(entry.chat_id)) return false;
     this.seen.add(entry.chat_id);
     let i = list.length;
-    while (i > 0 && list[i - 1].timestamp > entry.timestamp) i--;
+    while (i > 0 && list[i - 1].seq > entry.seq) i--;
     list.splice(i, 0, entry);
     while (list.length > this.keep) {
       const dropped = list.shift()!;

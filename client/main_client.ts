@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { DEFAULT_PORTS, DEFAULTS, PROTOCOL_VERSION } from '../shared/constants';
+import { DEFAULT_PORTS, DEFAULTS, LIMITS, PROTOCOL_VERSION } from '../shared/constants';
 import { isErrorCode, ProtocolError } from '../shared/errors';
 import { TypedEmitter } from '../shared/events';
 import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
@@ -111,6 +111,7 @@ export class Client extends TypedEmitter<ClientEvents> {
   /** The room you are in, or null. */
   room: RoomInfo | null = null;
   serverCapabilities: string[] = [];
+  serverName = '';
   protocolVersion = 0;
   private socket: net.Socket | null = null;
   private readonly pending = new Map<string, Pending>();
@@ -178,7 +179,7 @@ export class Client extends TypedEmitter<ClientEvents> {
   private async open(isReconnect: boolean): Promise<UserInfo> {
     const socket = await this.dial();
     this.socket = socket;
-    const decoder = new FrameDecoder();
+    const decoder = new FrameDecoder({ maxFrameBytes: LIMITS.maxInboundFrameBytes });
     this.lastReceived = performance.now();
     socket.on('data', (chunk: Buffer) => {
       this.lastReceived = performance.now();
@@ -212,6 +213,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     this.users.set(reply.user.user_id, reply.user);
     this.resumeToken = reply.resume_token;
     this.serverCapabilities = reply.capabilities;
+    this.serverName = reply.server_name;
     this.protocolVersion = reply.protocol_version;
     this.timeoutMs = reply.connection_timeout * 1000;
     this.state = 'connected';

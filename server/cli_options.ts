@@ -46,6 +46,8 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     env: 'LVC_ADMIN_PASSWORD',
     help: 'password that signs a client in as admin (or env LVC_ADMIN_PASSWORD); no admin without it',
   },
+  { flag: 'server-name', key: 'serverName', kind: 'string', arg: 'NAME', help: 'name shown to clients (default "LAN Video Call")' },
+  { flag: 'max-rooms', key: 'maxRooms', kind: 'int', arg: 'N', help: `rooms on this server at most (default ${DEFAULTS.maxRooms})` },
   { flag: 'log-level', key: 'logLevel', kind: 'level', arg: 'LEVEL', help: `${LOG_LEVELS.join('|')} (default info)` },
   { flag: 'max-participants', key: 'maxParticipants', kind: 'int', arg: 'N', help: `default room capacity (default ${DEFAULTS.maxParticipants})` },
   { flag: 'history-limit', key: 'historyLimit', kind: 'int', arg: 'N', help: `chat messages sent on join (default ${DEFAULTS.historyLimit})` },
@@ -54,6 +56,13 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
   { flag: 'max-chat-length', key: 'maxChatLength', kind: 'int', arg: 'N', help: `characters in one chat message (default ${LIMITS.maxChatLength})` },
   { flag: 'heartbeat-interval', key: 'heartbeatIntervalMs', kind: 'int', arg: 'MS', help: `heartbeat interval told to clients (default ${DEFAULTS.heartbeatIntervalMs})` },
   { flag: 'connection-timeout', key: 'connectionTimeoutMs', kind: 'int', arg: 'MS', help: `drop a client silent this long (default ${DEFAULTS.connectionTimeoutMs})` },
+  {
+    flag: 'resume-grace',
+    key: 'resumeGraceMs',
+    kind: 'int',
+    arg: 'MS',
+    help: `keep a dropped user's place this long for a reconnect (default ${DEFAULTS.resumeGraceMs}; 0 = leave at once)`,
+  },
   { flag: 'max-frame-bytes', key: 'maxFrameBytes', kind: 'int', arg: 'N', help: `largest control frame (default ${LIMITS.maxFrameBytes})` },
   { flag: 'max-json-depth', key: 'maxJsonDepth', kind: 'int', arg: 'N', help: `deepest JSON nesting (default ${LIMITS.maxJsonDepth})` },
 ] as const;

@@ -65,11 +65,18 @@ export interface ServerOptions {
   maxJsonDepth?: number;
   /** Default capacity of a new room. */
   maxParticipants?: number;
+  /** Rooms on this server at most (ROOM_CREATE beyond it: TOO_MANY_ROOMS). */
+  maxRooms?: number;
   historyLimit?: number;
   chatRatePerSecond?: number;
   chatBurst?: number;
   maxChatLength?: number;
   emptyRoomGraceMs?: number;
+  /**
+   * How long a user whose connection dropped without a goodbye keeps their place
+   * (room, role, name) for a CONNECT with their resume token. 0 = leave at once.
+   */
+  resumeGraceMs?: number;
   maxSendBufferBytes?: number;
   /** How long ROOM_LIST pushes are coalesced (ms). */
   listPushDelayMs?: number;
@@ -100,11 +107,13 @@ export function resolveServerOptions(o: ServerOptions = {}): ResolvedServerOptio
     maxFrameBytes: o.maxFrameBytes ?? LIMITS.maxFrameBytes,
     maxJsonDepth: o.maxJsonDepth ?? LIMITS.maxJsonDepth,
     maxParticipants: o.maxParticipants ?? DEFAULTS.maxParticipants,
+    maxRooms: o.maxRooms ?? DEFAULTS.maxRooms,
     historyLimit: o.historyLimit ?? DEFAULTS.historyLimit,
     chatRatePerSecond: o.chatRatePerSecond ?? DEFAULTS.chatRatePerSecond,
     chatBurst: o.chatBurst ?? DEFAULTS.chatBurst,
     maxChatLength: o.maxChatLength ?? LIMITS.maxChatLength,
     emptyRoomGraceMs: o.emptyRoomGraceMs ?? DEFAULTS.emptyRoomGraceMs,
+    resumeGraceMs: o.resumeGraceMs ?? DEFAULTS.resumeGraceMs,
     maxSendBufferBytes: o.maxSendBufferBytes ?? LIMITS.maxSendBufferBytes,
     listPushDelayMs: o.listPushDelayMs ?? 100,
     logLevel: o.logLevel ?? 'info',
@@ -280,6 +289,7 @@ export class Server extends TypedEmitter<ServerEvents> {
     );
     await Promise.all(socketsClosed);
     await listenerClosed;
+    for (const u of this.users.all()) if (u.graceTimer) clearTimeout(u.graceTimer);
     this.rooms.close();
     this.store.close();
     this.log.info('server closed');
@@ -320,7 +330,11 @@ export class Server extends TypedEmitter<ServerEvents> {
       this.log.debug(`connection closed mid-frame: ${(e as Error).message}`, { conn: session.id });
     }
     const user = session.user;
-    if (user && user.session === session && !this.closing) this.userOffline(user, session.closeReason ?? 'connection_lost');
+    if (user && user.session === session && !this.closing) {
+      const unannounced = session.closeReason === null || session.closeReason === 'peer_closed';
+      if (unannounced && this.options.resumeGraceMs > 0) this.holdForResume(user);
+      else this.userOffline(user, session.closeReason ?? 'connection_lost');
+    }
     this.log.debug('connection closed', { conn: session.id, reason: session.closeReason });
   }
 
@@ -328,7 +342,8 @@ export class Server extends TypedEmitter<ServerEvents> {
   private sweep(): void {
     const limit = performance.now() - this.options.connectionTimeoutMs;
     for (const s of this.sessions) {
-      if (!s.closed && s.lastSeen < limit) {
+      // Before CONNECT, only signing in counts as a sign of life: garbage cannot hold a socket open.
+      if (!s.closed && (s.user ? s.lastSeen : s.openedAt) < limit) {
         this.log.info('dropping silent connection', { conn: s.id, user: s.user?.username });
         s.fail(new ProtocolError('HEARTBEAT_TIMEOUT', { seconds: this.options.connectionTimeoutMs / 1000 }));
       }
@@ -501,14 +516,20 @@ export class Server extends TypedEmitter<ServerEvents> {
 
   // ------------------------------------------------------------ membership
 
+  /** Takes the user out of the room and tells the observers (the media plane stops forwarding). */
+  private detach(room: Room, user: User, reason: string): LeaveResult {
+    const wasMutedByHost = user.mutedByHost;
+    const result = this.rooms.leave(room, user);
+    this.emit('room_left', { user_id: user.user_id, room_id: room.room_id, reason });
+    if (wasMutedByHost) this.emit('mute_changed', { user_id: user.user_id, room_id: null, muted: false });
+    return result;
+  }
+
   private leaveRoom(user: User, reason: string): LeaveResult | null {
     const room = user.roomId ? this.rooms.get(user.roomId) : undefined;
     if (!room) return null;
-    const wasMutedByHost = user.mutedByHost;
-    const result = this.rooms.leave(room, user);
+    const result = this.detach(room, user, reason);
     this.pushToRoom(room, MT.USER_LEAVE, { user_id: user.user_id, username: user.username, reason });
-    this.emit('room_left', { user_id: user.user_id, room_id: room.room_id, reason });
-    if (wasMutedByHost) this.emit('mute_changed', { user_id: user.user_id, room_id: null, muted: false });
     if (result.newHost) {
       this.log.info(`${result.newHost.user.username} is now host`, { room: room.room_name, reason: 'host_left' });
       this.roleChanged(room, result.newHost, null, 'host_left');
@@ -519,7 +540,24 @@ export class Server extends TypedEmitter<ServerEvents> {
     return result;
   }
 
+  /**
+   * The connection dropped without a goodbye: keep the user's place (room, role) for
+   * resumeGraceMs so a client that reconnects with its resume token carries on as if
+   * nothing happened. Everyone sees is_reconnecting meanwhile.
+   */
+  private holdForResume(user: User): void {
+    user.graceTimer = setTimeout(() => {
+      user.graceTimer = null;
+      if (this.users.get(user.user_id) === user && user.session.closed) this.userOffline(user, 'connection_lost');
+    }, this.options.resumeGraceMs);
+    user.graceTimer.unref();
+    this.log.info('connection lost; holding place for resume', { user: user.username, ms: this.options.resumeGraceMs });
+    this.userChanged(user);
+  }
+
   private userOffline(user: User, reason: string): void {
+    if (user.graceTimer) clearTimeout(user.graceTimer);
+    user.graceTimer = null;
     this.leaveRoom(user, reason);
     this.users.remove(user);
     this.pushToAll(MT.USER_LEAVE, { user_id: user.user_id, username: user.username, reason });
@@ -580,8 +618,7 @@ export class Server extends TypedEmitter<ServerEvents> {
   private endMeeting(room: Room, by: User | null): void {
     this.pushToRoom(room, MT.END_MEETING, { room_id: room.room_id, by: by?.ref ?? null });
     for (const m of [...room.members.values()]) {
-      this.rooms.leave(room, m);
-      this.emit('room_left', { user_id: m.user_id, room_id: room.room_id, reason: 'meeting_ended' });
+      this.detach(room, m, 'meeting_ended');
       this.userChanged(m);
     }
     room.resetMeeting();
@@ -619,19 +656,26 @@ export class Server extends TypedEmitter<ServerEvents> {
 
         let user = this.users.getByName(data.username);
         let resumed = false;
+        if (user && !(data.resume_token && secretEquals(data.resume_token, user.resumeToken))) {
+          // Without the token nobody inherits a place; but a name whose connection is
+          // already gone (held for resume) is freed for whoever signs in with it now.
+          if (!user.session.closed) throw new ProtocolError('USERNAME_TAKEN', { username: data.username });
+          this.userOffline(user, 'connection_lost');
+          user = undefined;
+        }
         if (user) {
-          if (!data.resume_token || !secretEquals(data.resume_token, user.resumeToken)) {
-            throw new ProtocolError('USERNAME_TAKEN', { username: data.username });
-          }
-          // Resume: the old connection is half-dead; the user keeps room, role and state.
+          // Resume: the user keeps room, role and state; a half-dead old connection is closed.
           const old = user.session;
           user.session = session;
-          old.fail(new ProtocolError('SESSION_REPLACED', { username: user.username }));
+          if (!old.closed) old.fail(new ProtocolError('SESSION_REPLACED', { username: user.username }));
+          if (user.graceTimer) clearTimeout(user.graceTimer);
+          user.graceTimer = null;
           resumed = true;
         } else {
           user = this.users.add(data.username, isAdmin, session);
         }
         session.user = user;
+        session.capabilities = data.capabilities ?? [];
         const info = user.toInfo();
         session.send(
           this.envelope(
@@ -643,6 +687,7 @@ export class Server extends TypedEmitter<ServerEvents> {
               user: info,
               protocol_version: Math.min(PROTOCOL_VERSION, data.protocol_version ?? PROTOCOL_VERSION),
               capabilities: [...SERVER_CAPABILITIES],
+              server_name: this.options.serverName,
               heartbeat_interval: this.options.heartbeatIntervalMs / 1000,
               connection_timeout: this.options.connectionTimeoutMs / 1000,
               resume_token: user.resumeToken,
@@ -659,6 +704,7 @@ export class Server extends TypedEmitter<ServerEvents> {
           this.emit('user_online', info);
         } else {
           this.log.info('user resumed', { user: user.username, conn: session.id });
+          this.userChanged(user);
         }
         return NO_REPLY;
       },
@@ -682,6 +728,7 @@ export class Server extends TypedEmitter<ServerEvents> {
       ROOM_CREATE: async ({ user, data }) => {
         const problem = roomNameProblem(data.room_name);
         if (problem) throw new ProtocolError('INVALID_ROOM_NAME', { reason: problem });
+        if (this.rooms.size >= this.options.maxRooms) throw new ProtocolError('TOO_MANY_ROOMS', { limit: this.options.maxRooms });
         if (data.is_private && !data.password) {
           throw new ProtocolError('INVALID_PAYLOAD', { type: 'ROOM_CREATE', reason: 'password: a private room needs a password' });
         }
@@ -733,7 +780,9 @@ export class Server extends TypedEmitter<ServerEvents> {
 
       ROOM_DELETE: ({ user, data }) => {
         const room = this.rooms.require(data.room_id);
-        const isCreator = nameKey(room.created_by_name) === nameKey(user.username);
+        // The creator's session, not the name: names are not authenticated, and a
+        // persistent room outlives the session that made it (then host or admin).
+        const isCreator = room.created_by === user.user_id;
         const isHost = room.hostId === user.user_id;
         if (!user.isAdmin && !isCreator && !isHost) {
           throw new ProtocolError('PERMISSION_DENIED', { needed: 'the room\'s creator, its host or an admin', action: 'delete a room' });
@@ -751,7 +800,8 @@ export class Server extends TypedEmitter<ServerEvents> {
       CHAT_MESSAGE: ({ user, env, data }) => {
         const text = data.message;
         if (text.trim().length === 0) throw new ProtocolError('INVALID_PAYLOAD', { type: 'CHAT_MESSAGE', reason: 'message: is empty' });
-        if (text.length > this.options.maxChatLength) {
+        // Counted in characters (code points), as names are; UTF-16 length is an upper bound.
+        if (text.length > this.options.maxChatLength && [...text].length > this.options.maxChatLength) {
           throw new ProtocolError('INVALID_PAYLOAD', {
             type: 'CHAT_MESSAGE',
             reason: `message: longer than ${this.options.maxChatLength} characters`,
@@ -767,6 +817,7 @@ export class Server extends TypedEmitter<ServerEvents> {
           if (!to) throw new ProtocolError('INVALID_RECIPIENT', { recipient: recipientId });
           const entry: ChatEntry = {
             chat_id: randomUUID(),
+            seq: this.rooms.nextSeq(),
             room_id: null,
             user_id: user.user_id,
             username: user.username,
@@ -775,13 +826,14 @@ export class Server extends TypedEmitter<ServerEvents> {
             is_private: true,
             recipient: to.user_id,
           };
-          this.push(to, MT.CHAT_MESSAGE, entry, { sender: user.user_id });
-          return { chat_id: entry.chat_id, timestamp: now, delivered_to: 1 };
+          const delivered = to.session.send(this.envelope(MT.CHAT_MESSAGE, entry, { sender: user.user_id, recipient: to.user_id }));
+          return { chat_id: entry.chat_id, seq: entry.seq, timestamp: now, delivered_to: delivered ? 1 : 0, recipient: to.user_id };
         }
         const room = this.roomOf(user, data.room_id ?? env.room_id ?? null);
         if (user.roomId !== room.room_id) throw new ProtocolError('NOT_IN_ROOM');
         const entry: ChatEntry = {
           chat_id: randomUUID(),
+          seq: 0, // given by addChat
           room_id: room.room_id,
           user_id: user.user_id,
           username: user.username,
@@ -793,7 +845,7 @@ export class Server extends TypedEmitter<ServerEvents> {
         this.rooms.addChat(room, entry);
         const delivered = this.pushToRoom(room, MT.CHAT_MESSAGE, entry, { except: user, sender: user.user_id });
         this.emit('chat', entry);
-        return { chat_id: entry.chat_id, timestamp: now, delivered_to: delivered };
+        return { chat_id: entry.chat_id, seq: entry.seq, timestamp: now, delivered_to: delivered, recipient: null };
       },
 
       CHAT_HISTORY: ({ user, data }) => {
@@ -815,7 +867,8 @@ export class Server extends TypedEmitter<ServerEvents> {
         return this.setFlag(user, () => (user.handRaised = true));
       },
       LOWER_HAND: ({ user, data }) => {
-        if (!data.user_id && !data.username) {
+        const self = !data.user_id && !data.username ? true : this.users.find(data) === user;
+        if (self) {
           this.roomOf(user);
           return this.setFlag(user, () => (user.handRaised = false));
         }

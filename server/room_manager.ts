@@ -142,6 +142,13 @@ export interface LeaveResult {
 
 export class RoomManager {
   private readonly rooms = new Map<string, Room>();
+  /** seq of messages that are not stored (temporary rooms); a persistent room's seq is its row id. */
+  private seq = 0;
+
+  /** The next seq for a message that is not stored (private messages). */
+  nextSeq(): number {
+    return ++this.seq;
+  }
 
   constructor(
     private readonly store: Store,
@@ -295,10 +302,11 @@ export class RoomManager {
     if (room.persistent) this.store.deleteRoom(room.room_id);
   }
 
+  /** Records a room message and gives it its seq. */
   addChat(room: Room, entry: ChatEntry): void {
+    entry.seq = room.persistent ? this.store.insertChat({ ...entry, room_id: room.room_id }) : this.nextSeq();
     room.history.push(entry);
     if (room.history.length > this.opts.historyLimit) room.history.splice(0, room.history.length - this.opts.historyLimit);
-    if (room.persistent) this.store.insertChat({ ...entry, room_id: room.room_id });
   }
 
   /** History for CHAT_HISTORY: from memory when it covers the request, else from the store. */

@@ -8,6 +8,7 @@
  * it, and the socket is paused if the queue grows, so a flood cannot pile up.
  */
 import type net from 'node:net';
+import { LIMITS } from '../shared/constants';
 import { ProtocolError, type ErrorCode } from '../shared/errors';
 import { encodeFrame, FrameDecoder, type FrameDecoderOptions } from '../shared/protocol/framing';
 import type { Envelope } from '../shared/protocol/messages';
@@ -42,6 +43,9 @@ export class Session {
   user: User | null = null;
   /** performance.now() of the last message received. */
   lastSeen = performance.now();
+  readonly openedAt = performance.now();
+  /** What the client listed in CONNECT. */
+  capabilities: string[] = [];
   closed = false;
   /** Set when the close was announced (DISCONNECT, fatal error): the user leaves without a resume window. */
   closeReason: string | null = null;
@@ -127,6 +131,12 @@ export class Session {
   /** Send a frame already encoded (broadcasts encode once and share the buffer). */
   sendFrame(frame: Buffer): boolean {
     if (this.closed || this.socket.destroyed) return false;
+    if (frame.length > LIMITS.maxInboundFrameBytes) {
+      // The limits on names, chat, settings and rooms keep every message far below this;
+      // a frame past it would make the client drop the link, so it is never sent.
+      this.onError(this, new Error(`refused to send a ${frame.length}-byte frame (limit ${LIMITS.maxInboundFrameBytes})`));
+      return false;
+    }
     this.counters.messagesOut++;
     this.counters.bytesOut += frame.length;
     this.socket.write(frame);

@@ -87,7 +87,7 @@ export class StoreError extends Error {
 
 export class Store {
   readonly file: string;
-  private readonly db: Database.Database;
+  private readonly db!: Database.Database;
   private closed = false;
   private readonly stmts;
 
@@ -105,6 +105,8 @@ export class Store {
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     } catch (e) {
+      // Never leave the file (and its -wal/-shm) open behind a refused open.
+      if (this.db?.open) this.db.close();
       if (e instanceof StoreError) throw e;
       throw new StoreError(
         `Cannot open database ${this.file}: ${(e as Error).message}`,
@@ -176,8 +178,9 @@ export class Store {
     this.stmts.deleteRoom.run(roomId);
   }
 
-  insertChat(entry: ChatEntry & { room_id: string }): void {
-    this.stmts.insertChat.run({
+  /** Stores a room message; returns its row id, which is the message's seq. */
+  insertChat(entry: Omit<ChatEntry, 'seq'> & { room_id: string }): number {
+    const r = this.stmts.insertChat.run({
       chat_id: entry.chat_id,
       room_id: entry.room_id,
       user_id: entry.user_id,
@@ -185,6 +188,7 @@ export class Store {
       message: entry.message,
       timestamp: entry.timestamp,
     });
+    return Number(r.lastInsertRowid);
   }
 
   /** The newest `limit` room messages (older than `beforeChatId` when given), oldest first. */
@@ -194,6 +198,7 @@ export class Store {
       : this.stmts.recentChat.all(roomId, limit);
     return rows.reverse().map((r) => ({
       chat_id: r.chat_id,
+      seq: r.id,
       room_id: r.room_id,
       user_id: r.user_id,
       username: r.username,

@@ -55,6 +55,8 @@ export class User {
   mutedByHost = false;
   handRaised = false;
   lastSeen = Date.now() / 1000;
+  /** Set while the connection is gone and the server holds the user's place (resume window). */
+  graceTimer: NodeJS.Timeout | null = null;
   session: Session;
   readonly chatLimiter: RateLimiter;
   readonly reactionLimiter: RateLimiter;
@@ -101,6 +103,7 @@ export class User {
       hand_raised: this.handRaised,
       role: this.role,
       is_admin: this.isAdmin,
+      is_reconnecting: this.graceTimer !== null,
       last_seen: this.lastSeen,
       permissions: permissionsFor(this.role, this.isAdmin),
     };

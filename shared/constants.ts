@@ -19,8 +19,10 @@ export const DEFAULT_HOST = '0.0.0.0';
 export const PROTOCOL_VERSION = 1;
 
 /**
- * Capabilities this build of the server offers, announced in CONNECT's SUCCESS.
- * A client announces its own in CONNECT; a feature is used when both sides list it.
+ * Capabilities this build of the server offers, announced in CONNECT's SUCCESS; a
+ * client uses a feature only when the server lists it. A client lists its own in
+ * CONNECT; the server records them (a later feature that changes what the server
+ * sends will only do so for clients that list it).
  */
 export const SERVER_CAPABILITIES = Object.freeze([
   'reply_to', // SUCCESS/ERROR/ACK carry the request's message_id as reply_to
@@ -44,6 +46,11 @@ export const LIMITS = Object.freeze({
   maxRoomPasswordLength: 128,
   maxChatLength: 4000,
   maxReactionLength: 16,
+  maxRoomSettingsBytes: 4096,
+  /** Most messages one CHAT_HISTORY request returns. */
+  maxHistoryPage: 200,
+  /** Largest frame a client accepts: every server message stays well below it by the limits above. */
+  maxInboundFrameBytes: 16 * 1024 * 1024,
   /** Bytes queued to one slow control connection before the server drops it. */
   maxSendBufferBytes: 8 * 1024 * 1024,
 });
@@ -56,12 +63,16 @@ export const DEFAULTS = Object.freeze({
   reconnectMaxDelayMs: 8_000,
   requestTimeoutMs: 10_000,
   maxParticipants: 50,
+  /** Rooms on one server (keeps ROOM_LIST bounded). */
+  maxRooms: 500,
   historyLimit: 100,
   /** Per-user chat token bucket: sustained messages per second and burst size. */
   chatRatePerSecond: 5,
   chatBurst: 20,
   /** A temporary room nobody ever joined is removed after this long. */
   emptyRoomGraceMs: 5 * 60_000,
+  /** A dropped connection keeps the user's place this long for a resume. */
+  resumeGraceMs: 10_000,
   maxFileBytes: 100 * 1024 * 1024,
   video: { width: 640, height: 480, fps: 30, jpegQuality: 80 },
   dataDir: './data',

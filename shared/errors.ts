@@ -68,8 +68,8 @@ export const ERROR_CODES = spec({
     scope: 'wire',
   },
   NOT_SUPPORTED: {
-    message: '{type} is not handled on the control connection by this server',
-    hint: '{why}',
+    message: '{type} is not handled on the control connection by this server: {why}',
+    hint: 'Media frames travel on the UDP media ports; files and recording are not available on this server yet.',
     scope: 'wire',
   },
   // --- sessions ---
@@ -120,6 +120,7 @@ export const ERROR_CODES = spec({
     scope: 'wire',
     fatal: true,
   },
+  // Never reaches the slow peer itself (its socket is full); others see it as USER_LEAVE's reason.
   SLOW_CONSUMER: {
     message: 'The connection fell {bytes} bytes behind and was closed',
     hint: 'Read from the socket promptly; reconnect to catch up.',
@@ -136,6 +137,7 @@ export const ERROR_CODES = spec({
     message: 'The server is shutting down',
     hint: 'Wait for the server to come back; the client reconnects by itself.',
     scope: 'wire',
+    fatal: true,
   },
   RATE_LIMITED: {
     message: 'Too many {what}; limit is {limit} per second',
@@ -148,6 +150,11 @@ export const ERROR_CODES = spec({
     scope: 'wire',
   },
   // --- rooms ---
+  TOO_MANY_ROOMS: {
+    message: 'This server already has {limit} rooms',
+    hint: 'Join an existing room, or ask an admin to delete rooms that are no longer used.',
+    scope: 'wire',
+  },
   ROOM_NOT_FOUND: {
     message: 'No room with id {room_id}',
     hint: 'List the rooms (/rooms) and use one of their ids.',
@@ -186,11 +193,6 @@ export const ERROR_CODES = spec({
   NOT_IN_ROOM: {
     message: 'You are not in a room',
     hint: 'Join a room first (/join).',
-    scope: 'wire',
-  },
-  ALREADY_IN_ROOM: {
-    message: 'You are already in room "{room_name}"',
-    hint: 'Leave it first (/leave), then join the other room.',
     scope: 'wire',
   },
   // --- people and permissions ---

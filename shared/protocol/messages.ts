@@ -42,6 +42,12 @@ export function isMessageType(t: unknown): t is MessageType {
 // ---------------------------------------------------------------- envelope
 
 const id = z.string().min(1).max(128);
+/** Addressing fields: an empty string (an original client before it has an id) means none. */
+const addr = z
+  .string()
+  .max(128)
+  .nullish()
+  .transform((v) => (v === '' ? null : v));
 
 /**
  * The envelope as received. Lenient where the original was: `data` may be missing
@@ -50,13 +56,13 @@ const id = z.string().min(1).max(128);
 export const EnvelopeSchema = z.object({
   type: z.string().min(1).max(64),
   data: z.record(z.string(), z.unknown()).nullish().transform((d) => d ?? {}),
-  sender: id.nullish(),
-  recipient: id.nullish(),
-  room_id: id.nullish(),
+  sender: addr,
+  recipient: addr,
+  room_id: addr,
   timestamp: z.number().finite().nullish(),
-  message_id: id.nullish(),
+  message_id: addr,
   /** Added: on SUCCESS/ERROR/ACK, the message_id of the request answered. */
-  reply_to: id.nullish(),
+  reply_to: addr,
 });
 export type IncomingEnvelope = z.infer<typeof EnvelopeSchema>;
 
@@ -102,6 +108,8 @@ export const UserInfoSchema = z.object({
   hand_raised: z.boolean(),
   role: z.enum(ROLES).nullable(),
   is_admin: z.boolean(),
+  /** The connection dropped and the server holds the user's place for a short while (resume window). */
+  is_reconnecting: z.boolean(),
   last_seen: z.number(),
   permissions: PermissionsSchema,
 });
@@ -129,6 +137,8 @@ export type RoomInfo = z.infer<typeof RoomInfoSchema>;
 /** A chat entry of the original (user_id, username, message, timestamp), plus ids. */
 export const ChatEntrySchema = z.object({
   chat_id: z.string(),
+  /** Server order: increases with each message of a room (or each private message); sort by it, not by timestamp. */
+  seq: z.number().int(),
   room_id: z.string().nullable(),
   user_id: z.string(),
   username: z.string(),
@@ -158,7 +168,7 @@ export const REQUEST_SCHEMAS = {
     password: z.string().max(256).nullish(),
     /** Admin password: signs in with the admin role. */
     admin_password: z.string().max(256).nullish(),
-    protocol_version: z.number().int().positive().optional(),
+    protocol_version: z.number().int().nonnegative().optional(),
     capabilities: z.array(z.string().max(64)).max(64).optional(),
     /** From an earlier CONNECT's SUCCESS: take over that session if it is still held. */
     resume_token: z.string().max(128).nullish(),
@@ -173,7 +183,13 @@ export const REQUEST_SCHEMAS = {
     max_participants: z.number().int().min(1).max(10_000).nullish(),
     /** Added: a persistent room and its chat survive restarts; a temporary one vanishes when empty. */
     persistent: z.boolean().default(false),
-    settings: z.record(z.string(), z.unknown()).optional(),
+    /** Free-form room settings, at most LIMITS.maxRoomSettingsBytes of JSON. */
+    settings: z
+      .record(z.string(), z.unknown())
+      .refine((v) => JSON.stringify(v).length <= LIMITS.maxRoomSettingsBytes, {
+        message: `settings: at most ${LIMITS.maxRoomSettingsBytes} bytes of JSON`,
+      })
+      .optional(),
   }),
   ROOM_JOIN: z.object({ room_id: id, password: z.string().max(LIMITS.maxRoomPasswordLength).nullish() }),
   ROOM_LEAVE: roomRef,
@@ -182,7 +198,7 @@ export const REQUEST_SCHEMAS = {
   CHAT_MESSAGE: z.object({ room_id: id.nullish(), message: z.string() }),
   CHAT_HISTORY: z.object({
     room_id: id.nullish(),
-    limit: z.number().int().min(1).max(1000).optional(),
+    limit: z.number().int().min(1).max(LIMITS.maxHistoryPage).optional(),
     /** Only entries older than this chat_id. */
     before: z.string().max(64).optional(),
   }),
@@ -194,7 +210,7 @@ export const REQUEST_SCHEMAS = {
   SCREEN_SHARE: z.object({ active: z.boolean().default(true) }),
   RAISE_HAND: z.object({}),
   /** Without a target: lower your own hand. With one: a host lowers someone's hand. */
-  LOWER_HAND: z.object({ user_id: id.optional(), username: z.string().optional() }),
+  LOWER_HAND: z.object({ user_id: id.optional(), username: z.string().min(1).max(LIMITS.maxUsernameLength).optional() }),
   REACTION: z.object({ reaction: z.string().min(1).max(LIMITS.maxReactionLength) }),
   MUTE_USER: target,
   /** Clears the host mute and asks the user to unmute; it never turns a microphone on. */
@@ -237,6 +253,7 @@ export const RESPONSE_SCHEMAS = {
     user: UserInfoSchema,
     protocol_version: z.number().int(),
     capabilities: z.array(z.string()),
+    server_name: z.string(),
     heartbeat_interval: z.number(),
     connection_timeout: z.number(),
     resume_token: z.string(),
@@ -251,7 +268,14 @@ export const RESPONSE_SCHEMAS = {
   ROOM_LEAVE: ok,
   ROOM_LIST: z.object({ rooms: z.array(RoomInfoSchema) }),
   ROOM_DELETE: ok,
-  CHAT_MESSAGE: z.object({ chat_id: z.string(), timestamp: z.number(), delivered_to: z.number().int() }),
+  CHAT_MESSAGE: z.object({
+    chat_id: z.string(),
+    seq: z.number().int(),
+    timestamp: z.number(),
+    delivered_to: z.number().int(),
+    /** For a private message: the recipient's user_id, however it was named. */
+    recipient: z.string().nullable(),
+  }),
   CHAT_HISTORY: z.object({ room_id: z.string(), messages: z.array(ChatEntrySchema) }),
   VIDEO_START: z.object({ user: UserInfoSchema }),
   VIDEO_STOP: z.object({ user: UserInfoSchema }),

@@ -177,8 +177,11 @@ describe('bad input on the control port', () => {
     await c.sendRaw(frame.subarray(0, frame.length - 5));
     await c.close();
     expect(c.received.filter((m) => m.type === 'ACK')).toEqual([]);
-    // The half-sent user went offline: the name is free again.
-    await waitUntil(() => !server.users.getByName('trunc'), 5000, 'trunc to go offline');
+    // The half-sent user's place is held for a resume, and the name can be signed in again.
+    await waitUntil(() => server.users.getByName('trunc')?.toInfo().is_reconnecting === true, 5000, 'trunc to be held');
+    const again = await raw();
+    await again.connectAs('trunc');
+    await again.close();
     await stillServing('a truncated frame');
   });
 

@@ -364,17 +364,38 @@ describe('original protocol on TCP 8888 (raw clients written from ORIGINAL_PROTO
     expect(upd2.data.is_muted).toBe(false);
   });
 
-  it('a connection that drops without DISCONNECT: the others get USER_LEAVE', async () => {
+  it('a connection that drops without DISCONNECT: the others get USER_LEAVE once the resume window ends', async () => {
+    await server.close();
+    server = await h.server({ resumeGraceMs: 300 });
     const a = await raw();
     const b = await raw();
     await a.connectAs('alice');
     await b.connectAs('bob');
     b.destroy();
+    // First the place is held (is_reconnecting), then the user leaves.
+    const held = await a.nextOfType('USER_UPDATE', (m) => m.data.user_id === b.userId);
+    expect(held.data.is_reconnecting).toBe(true);
     const gone = await a.nextOfType('USER_LEAVE', (m) => m.data.user_id === b.userId);
     expect(gone.data.user_id).toBe(b.userId);
     // The name is free again.
     const b2 = await raw();
     const again = await b2.connectAs('bob');
     expectReplyTo(again.reply, again.sent, 'SUCCESS');
+  });
+
+  it('a dropped name can be signed in again at once, without the old place (no resume token)', async () => {
+    const a = await raw();
+    const b = await raw();
+    await a.connectAs('alice');
+    await b.connectAs('bob');
+    b.destroy();
+    await a.nextOfType('USER_UPDATE', (m) => m.data.user_id === b.userId && m.data.is_reconnecting === true);
+    const b2 = await raw();
+    const again = await b2.connectAs('bob');
+    expectReplyTo(again.reply, again.sent, 'SUCCESS');
+    // The old user left and a new one came: peers are told both.
+    await a.nextOfType('USER_LEAVE', (m) => m.data.user_id === b.userId);
+    const joined = await a.nextOfType('USER_JOIN', (m) => m.data.username === 'bob' && m.data.user_id !== b.userId);
+    expect(joined.data.is_reconnecting).toBe(false);
   });
 });

@@ -114,6 +114,17 @@ describe('EnvelopeSchema', () => {
     }
   });
 
+  it('regression: empty-string addressing fields (an original client before it has an id) are read as null', () => {
+    const r = EnvelopeSchema.safeParse({ ...original, sender: '', recipient: '', room_id: '', message_id: '' });
+    expect(r.success).toBe(true);
+    if (r.success) {
+      expect(r.data.sender).toBeNull();
+      expect(r.data.recipient).toBeNull();
+      expect(r.data.room_id).toBeNull();
+      expect(r.data.message_id).toBeNull();
+    }
+  });
+
   it('accepts missing addressing fields: only type is required', () => {
     expect(EnvelopeSchema.safeParse({ type: 'HEARTBEAT' }).success).toBe(true);
     expect(EnvelopeSchema.safeParse({ type: 'HEARTBEAT', data: {} }).success).toBe(true);
@@ -142,7 +153,6 @@ describe('EnvelopeSchema', () => {
     ['timestamp Infinity', { ...original, timestamp: Infinity }],
     ['timestamp NaN', { ...original, timestamp: NaN }],
     ['sender a number', { ...original, sender: 12 }],
-    ['sender empty', { ...original, sender: '' }],
     ['room_id an object', { ...original, room_id: { id: 'r-1' } }],
     ['message_id a number', { ...original, message_id: 5 }],
     ['message_id too long', { ...original, message_id: 'x'.repeat(129) }],

@@ -1,0 +1,280 @@
+/**
+ * The SQLite store (server/store.ts) on a real database file in a temporary
+ * directory: migrations, refusal of a newer schema, chat paging and the
+ * rooms -> chat_messages cascade. The database is inspected with a second,
+ * independent better-sqlite3 connection, so the store cannot vouch for itself.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DB_FILE_NAME, MIGRATIONS, Store, StoreError, type StoredRoom } from '../../server/store';
+import type { ChatEntry } from '../../shared/protocol/messages';
+
+const NEWEST = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+const dirs: string[] = [];
+const stores: Store[] = [];
+
+function tmpDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-store-'));
+  dirs.push(d);
+  return d;
+}
+
+function open(dir: string): Store {
+  const s = new Store(dir);
+  stores.push(s);
+  return s;
+}
+
+/** A read-only look at the database file, apart from the Store under test. */
+function inspect<T>(dir: string, fn: (db: Database.Database) => T): T {
+  const db = new Database(path.join(dir, DB_FILE_NAME), { readonly: true });
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+function room(id: string, extra: Partial<StoredRoom> = {}): StoredRoom {
+  return {
+    room_id: id,
+    room_name: `Room ${id}`,
+    created_by: 'u-creator',
+    created_by_name: 'Creator',
+    created_at: 1_700_000_000.5,
+    max_participants: 50,
+    is_private: false,
+    password_hash: null,
+    settings: {},
+    ...extra,
+  };
+}
+
+function chat(roomId: string, n: number): Omit<ChatEntry, 'seq'> & { room_id: string } {
+  return {
+    chat_id: `${roomId}-c${n}`,
+    room_id: roomId,
+    user_id: 'u-1',
+    username: 'Alice',
+    message: `message ${n}`,
+    // Equal timestamps on purpose: order must come from insertion, not the clock.
+    timestamp: 1_700_000_100,
+    is_private: false,
+    recipient: null,
+  };
+}
+
+afterEach(() => {
+  for (const s of stores.splice(0)) s.close();
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe('Store migrations', () => {
+  it('a fresh database gets every migration once, each recorded with its version and name', () => {
+    const dir = tmpDir();
+    const s = open(dir);
+    expect(s.file).toBe(path.join(dir, DB_FILE_NAME));
+    expect(fs.existsSync(s.file)).toBe(true);
+    expect(s.schemaVersion).toBe(NEWEST);
+    s.close();
+
+    const rows = inspect(dir, (db) =>
+      db.prepare('SELECT version, name, applied_at FROM schema_migrations ORDER BY version').all(),
+    ) as { version: number; name: string; applied_at: number }[];
+    expect(rows.map((r) => [r.version, r.name])).toEqual(MIGRATIONS.map((m) => [m.version, m.name]));
+    for (const r of rows) expect(r.applied_at).toBeGreaterThan(0);
+
+    const tables = inspect(dir, (db) =>
+      db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all(),
+    ) as { name: string }[];
+    expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['chat_messages', 'rooms', 'schema_migrations']));
+  });
+
+  it('migration versions are strictly increasing (append-only list)', () => {
+    const versions = MIGRATIONS.map((m) => m.version);
+    expect(versions[0]).toBe(1);
+    for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1]);
+  });
+
+  it('reopening is idempotent: no migration runs twice and the data is kept', () => {
+    const dir = tmpDir();
+    const s1 = open(dir);
+    s1.saveRoom(room('r1', { is_private: true, password_hash: 'scrypt$x', settings: { topic: 'plans', n: 2 } }));
+    s1.insertChat(chat('r1', 1));
+    s1.close();
+    const before = inspect(dir, (db) => db.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all());
+
+    for (let i = 0; i < 3; i++) {
+      const again = open(dir);
+      expect(again.schemaVersion).toBe(NEWEST);
+      again.close();
+    }
+    const after = inspect(dir, (db) => db.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all());
+    expect(after).toEqual(before);
+
+    const s2 = open(dir);
+    expect(s2.listRooms()).toEqual([room('r1', { is_private: true, password_hash: 'scrypt$x', settings: { topic: 'plans', n: 2 } })]);
+    expect(s2.chatHistory('r1', 10).map((e) => e.chat_id)).toEqual(['r1-c1']);
+  });
+
+  it('a database at a newer schema version is refused with a clear error, and left untouched', () => {
+    const dir = tmpDir();
+    open(dir).close();
+    const file = path.join(dir, DB_FILE_NAME);
+    const db = new Database(file);
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(NEWEST + 1, 'from the future', 1);
+    db.close();
+
+    let error: unknown;
+    try {
+      open(dir);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(StoreError);
+    const err = error as StoreError;
+    expect(err.message).toContain(`schema version ${NEWEST + 1}`);
+    expect(err.message).toContain(`newer than this server knows (${NEWEST})`);
+    expect(err.message).toContain(file);
+    expect(err.hint).toMatch(/newer server|--data-dir/);
+
+    const versions = inspect(dir, (d) => d.prepare('SELECT version FROM schema_migrations ORDER BY version').all());
+    expect(versions).toEqual([...MIGRATIONS.map((m) => ({ version: m.version })), { version: NEWEST + 1 }]);
+  });
+
+  it('a refused database is not left open (no file handle leaks from the failed constructor)', (ctx) => {
+    if (!fs.existsSync('/proc/self/fd')) ctx.skip('needs /proc/self/fd (Linux)');
+    const dir = tmpDir();
+    open(dir).close();
+    const file = path.join(dir, DB_FILE_NAME);
+    const db = new Database(file);
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(NEWEST + 1, 'from the future', 1);
+    db.close();
+    const handlesOn = (f: string) =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(f);
+        } catch {
+          return false;
+        }
+      }).length;
+    expect(handlesOn(file)).toBe(0);
+    expect(() => open(dir)).toThrow(StoreError);
+    expect(handlesOn(file)).toBe(0);
+  });
+
+  it('a file that is not a database is refused with a StoreError that says what to do', () => {
+    const dir = tmpDir();
+    fs.writeFileSync(path.join(dir, DB_FILE_NAME), 'this is not an SQLite database, just some text that is long enough '.repeat(20));
+    expect(() => open(dir)).toThrow(StoreError);
+    expect(() => open(dir)).toThrow(/Cannot open database/);
+  });
+
+  it('an unwritable data directory path is refused with a StoreError', () => {
+    const dir = tmpDir();
+    const blocker = path.join(dir, 'file');
+    fs.writeFileSync(blocker, 'x');
+    expect(() => open(path.join(blocker, 'sub'))).toThrow(StoreError);
+  });
+
+  it('close() is idempotent', () => {
+    const s = open(tmpDir());
+    s.close();
+    expect(() => s.close()).not.toThrow();
+  });
+});
+
+describe('Store rooms and chat', () => {
+  it('rooms round-trip with booleans and settings, ordered by creation time', () => {
+    const s = open(tmpDir());
+    s.saveRoom(room('late', { created_at: 300 }));
+    s.saveRoom(room('early', { created_at: 100, is_private: true, password_hash: 'h', settings: { a: [1, 2] } }));
+    const rooms = s.listRooms();
+    expect(rooms.map((r) => r.room_id)).toEqual(['early', 'late']);
+    expect(rooms[0]).toEqual(room('early', { created_at: 100, is_private: true, password_hash: 'h', settings: { a: [1, 2] } }));
+    expect(rooms[1].is_private).toBe(false);
+    expect(rooms[1].password_hash).toBeNull();
+  });
+
+  it('chatHistory returns the newest `limit` entries oldest first, and pages back with `before`', () => {
+    const s = open(tmpDir());
+    s.saveRoom(room('r1'));
+    s.saveRoom(room('r2'));
+    const seqs: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      seqs.push(s.insertChat(chat('r1', i)));
+      s.insertChat(chat('r2', i)); // interleaved: must never leak into r1's pages
+    }
+    // seq (the row id) grows with every insert: clients sort by it.
+    for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBeGreaterThan(seqs[i - 1]);
+    const ids = (l: ChatEntry[]) => l.map((e) => e.chat_id.replace('r1-', ''));
+
+    const last3 = s.chatHistory('r1', 3);
+    expect(ids(last3)).toEqual(['c7', 'c8', 'c9']);
+    expect(last3[0]).toEqual({
+      chat_id: 'r1-c7',
+      seq: seqs[7],
+      room_id: 'r1',
+      user_id: 'u-1',
+      username: 'Alice',
+      message: 'message 7',
+      timestamp: 1_700_000_100,
+      is_private: false,
+      recipient: null,
+    });
+
+    // Page back until nothing is left: every entry once, in order.
+    const seen: string[] = [];
+    let page = last3;
+    while (page.length > 0) {
+      seen.unshift(...ids(page));
+      page = s.chatHistory('r1', 3, page[0].chat_id);
+      expect(page.length).toBeLessThanOrEqual(3);
+    }
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => `c${i}`));
+
+    expect(ids(s.chatHistory('r1', 4, 'r1-c5'))).toEqual(['c1', 'c2', 'c3', 'c4']);
+    expect(s.chatHistory('r1', 5, 'r1-c0')).toEqual([]);
+    expect(s.chatHistory('r1', 100)).toHaveLength(10);
+    expect(s.chatHistory('r1', 5, 'no-such-chat-id')).toEqual([]);
+    expect(s.chatHistory('no-such-room', 5)).toEqual([]);
+  });
+
+  it('deleting a room removes its chat (foreign key cascade) and nothing else', () => {
+    const dir = tmpDir();
+    const s = open(dir);
+    s.saveRoom(room('gone'));
+    s.saveRoom(room('kept'));
+    for (let i = 0; i < 5; i++) {
+      s.insertChat(chat('gone', i));
+      s.insertChat(chat('kept', i));
+    }
+    s.deleteRoom('gone');
+    expect(s.listRooms().map((r) => r.room_id)).toEqual(['kept']);
+    expect(s.chatHistory('gone', 100)).toEqual([]);
+    expect(s.chatHistory('kept', 100)).toHaveLength(5);
+    s.close();
+
+    const counts = inspect(dir, (db) =>
+      db.prepare('SELECT room_id, COUNT(*) AS n FROM chat_messages GROUP BY room_id ORDER BY room_id').all(),
+    );
+    expect(counts).toEqual([{ room_id: 'kept', n: 5 }]);
+  });
+
+  it('chat for a room that does not exist is refused (foreign keys are on)', () => {
+    const s = open(tmpDir());
+    expect(() => s.insertChat(chat('nowhere', 1))).toThrow(/FOREIGN KEY/i);
+  });
+
+  it('a chat_id is stored once', () => {
+    const s = open(tmpDir());
+    s.saveRoom(room('r1'));
+    s.insertChat(chat('r1', 1));
+    expect(() => s.insertChat(chat('r1', 1))).toThrow(/UNIQUE/i);
+    expect(s.chatHistory('r1', 10)).toHaveLength(1);
+  });
+});
