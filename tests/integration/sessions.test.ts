@@ -10,6 +10,7 @@ import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Client, ClientEvents } from '../../client/main_client';
+import { ChatClient } from '../../client/chat_client';
 import { encodeFrame, FrameDecoder } from '../../shared/protocol/framing';
 import { MT, type Envelope } from '../../shared/protocol/messages';
 import { Harness, tmpDataDir, waitUntil } from '../kit/server';
@@ -163,6 +164,15 @@ class Relay {
     }
   }
 
+  /** Drop both sides: the server sees the connection close without a goodbye. */
+  cutBoth(): void {
+    for (const p of this.pairs) {
+      p.cut = true;
+      p.client.destroy();
+      p.upstream.destroy();
+    }
+  }
+
   /** Server-side sockets of cut pairs that the server has not closed yet. */
   get heldUpstreams(): number {
     return this.pairs.filter((p) => p.cut && !p.upstream.destroyed).length;
@@ -230,7 +240,7 @@ describe('heartbeat timeout', () => {
     const raw = await RawConn.open(s.port);
     await raw.waitClosed(10_000, 'the mute connection to be dropped');
     expect(raw.received.map((m) => (m.data as { code?: string }).code)).toEqual(['HEARTBEAT_TIMEOUT']);
-    expect(s.stats().connections).toBe(0);
+    await waitUntil(() => s.stats().connections === 0, 5000, 'the server to release the connection');
   });
 
   it('anything but CONNECT first is NOT_CONNECTED, and the connection stays usable', async () => {
@@ -457,6 +467,36 @@ describe('resume', () => {
     await alice.sendChat('still me');
     await waitUntil(() => got.length === 1, 5000, 'chat after resume');
     expect(got[0][0]).toMatchObject({ user_id: aliceId, username: 'Alice' });
+  });
+
+  it('a link the server SAW drop is resumed within the resume window: same user and role, peers see is_reconnecting and no USER_LEAVE, and chat said meanwhile is fetched', async () => {
+    const s = await h.server({ resumeGraceMs: 10_000 });
+    const relay = await Relay.start(s.port);
+    const alice = await h.client(relay.port, 'Alice', { reconnect: true, reconnectAttempts: 10, reconnectBaseDelayMs: 300 });
+    const aChat = new ChatClient(alice);
+    const bob = await h.client(s, 'Bob');
+    const room = await alice.createRoom({ name: 'R' });
+    await alice.joinRoom(room.room_id);
+    await bob.joinRoom(room.room_id);
+    const aliceId = alice.userId!;
+    const bobLeaves = record(bob, 'user_leave');
+    const updates = record(bob, 'user_update');
+    const reconnected = record(alice, 'reconnected');
+
+    relay.cutBoth();
+    await waitUntil(() => updates.some(([u]) => u.user_id === aliceId && u.is_reconnecting), 5000, 'Bob sees Alice reconnecting');
+    await bob.sendChat('said while Alice was away');
+    await waitUntil(() => reconnected.length === 1, 10_000, 'Alice reconnected');
+    expect(alice.userId).toBe(aliceId);
+    expect(alice.user).toMatchObject({ role: 'host', room_id: room.room_id, is_reconnecting: false });
+    await waitUntil(
+      () => aChat.roomMessages(room.room_id).some((m) => m.message === 'said while Alice was away'),
+      5000,
+      'the missed message is fetched after the resume',
+    );
+    await flush(bob);
+    expect(bobLeaves).toEqual([]);
+    expect(bob.users.get(aliceId)).toMatchObject({ role: 'host', is_reconnecting: false });
   });
 
   it('a second CONNECT with the resume token takes over the user; the old connection gets SESSION_REPLACED; peers see no USER_LEAVE', async () => {
