@@ -178,6 +178,11 @@ export class Client extends TypedEmitter<ClientEvents> {
 
   private async open(isReconnect: boolean): Promise<UserInfo> {
     const socket = await this.dial();
+    if (this.closedByUser) {
+      // close() ran while we were dialing: this connection must not outlive it.
+      socket.destroy();
+      throw new ProtocolError('CLIENT_CLOSED');
+    }
     this.socket = socket;
     const decoder = new FrameDecoder({ maxFrameBytes: LIMITS.maxInboundFrameBytes });
     this.lastReceived = performance.now();
@@ -191,7 +196,8 @@ export class Client extends TypedEmitter<ClientEvents> {
     socket.on('error', () => {
       /* reported through 'close' */
     });
-    socket.once('close', () => this.onClose(socket));
+    const onClose = () => this.onClose(socket);
+    socket.once('close', onClose);
     let reply: ResponseData<'CONNECT'>;
     try {
       reply = await this.request(MT.CONNECT, {
@@ -204,10 +210,15 @@ export class Client extends TypedEmitter<ClientEvents> {
         resume_token: this.resumeToken ?? undefined,
       });
     } catch (e) {
-      socket.removeAllListeners('close');
+      // Not signed in: this link never counted as connected, so its close is not a drop.
+      socket.off('close', onClose);
       socket.destroy();
       if (this.socket === socket) this.socket = null;
       throw e;
+    }
+    if (this.closedByUser) {
+      socket.destroy();
+      throw new ProtocolError('CLIENT_CLOSED');
     }
     this.user = reply.user;
     this.users.set(reply.user.user_id, reply.user);
@@ -362,6 +373,10 @@ export class Client extends TypedEmitter<ClientEvents> {
       } catch {
         /* closing anyway */
       }
+    } else if (socket && !socket.destroyed) {
+      // CONNECT may already be on its way: say goodbye behind it, so the server does not
+      // hold a place for a resume that will never come.
+      this.request(MT.DISCONNECT, {}, { timeoutMs: 1000 }).catch(() => undefined);
     }
     this.state = 'closed';
     this.stopHeartbeat();

@@ -433,6 +433,28 @@ describe('reconnect', () => {
   });
 });
 
+describe('close while connecting (regression)', () => {
+  it('close() during connect(): connect rejects with CLIENT_CLOSED and the user never stays online', async () => {
+    const s = await h.server();
+    const { Client } = await import('../../client/main_client');
+    for (let i = 0; i < 5; i++) {
+      const c = new Client({ port: s.port, username: `Quick${i}`, reconnect: false });
+      const p = c.connect().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      // Close at different points of the handshake: before the dial completes, and after.
+      if (i > 0) await new Promise((r) => setTimeout(r, i));
+      await c.close();
+      const outcome = await p;
+      // Closed before the handshake finished: connect must fail. Later, it may have won the race.
+      if (i === 0 || outcome !== null) expect(outcome).toMatchObject({ code: 'CLIENT_CLOSED' });
+      expect(c.state).toBe('closed');
+    }
+    await waitUntil(() => s.users.size === 0 && s.stats().connections === 0, 5000, 'no user or connection left');
+  });
+});
+
 describe('resume', () => {
   it('a Client whose link dropped silently takes its session over on reconnect: same user, same room, no USER_LEAVE to peers', async () => {
     const s = await h.server();
