@@ -3,7 +3,6 @@
  * with library clients from the Harness on the other side. The command parser is
  * also checked in-process (client/cli.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -23,20 +22,11 @@ import {
   splitExec,
 } from '../../client/cli';
 import { Harness, tmpDataDir, waitUntil } from '../kit/server';
+import { runTs, type RunningProcess } from '../kit/processes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-interface CliProcess {
-  proc: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  /** Exit code, or the signal name. */
-  exited: Promise<number | string>;
-  /** Resolves once stdout+stderr matches. */
-  waitFor: (re: RegExp, timeoutMs?: number) => Promise<void>;
-  /** Types a line on the CLI's stdin. */
-  type: (line: string) => void;
-}
+type CliProcess = RunningProcess;
 
 const procs: CliProcess[] = [];
 const h = new Harness();
@@ -53,63 +43,9 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-/** `node -r ts-node/register run_client.ts ...args` from the repo root, stdin piped. */
+/** run_client.ts as a child process, with no password taken from the environment unless given. */
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
-  const proc = spawn(process.execPath, ['-r', 'ts-node/register', 'run_client.ts', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  const waiters = new Set<{ re: RegExp; resolve: () => void }>();
-  const check = () => {
-    for (const w of waiters) {
-      if (w.re.test(out + err)) {
-        waiters.delete(w);
-        w.resolve();
-      }
-    }
-  };
-  proc.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    check();
-  });
-  proc.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-    check();
-  });
-  proc.stdin!.on('error', () => undefined);
-  const exited = new Promise<number | string>((resolve) => proc.once('close', (code, signal) => resolve(code ?? signal ?? -1)));
-  const p: CliProcess = {
-    proc,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    type: (line) => proc.stdin!.write(line + '\n'),
-    waitFor: (re, timeoutMs = 20_000) =>
-      new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          reject(new Error(`timed out waiting for ${re}; stdout:\n${out}\nstderr:\n${err}`));
-        }, timeoutMs);
-        const w = {
-          re,
-          resolve: () => {
-            clearTimeout(timer);
-            resolve();
-          },
-        };
-        waiters.add(w);
-        check();
-        void exited.then(() => {
-          if (waiters.delete(w)) {
-            clearTimeout(timer);
-            reject(new Error(`the CLI exited before ${re} appeared; stdout:\n${out}\nstderr:\n${err}`));
-          }
-        });
-      }),
-  };
+  const p = runTs('run_client.ts', args, { LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', ...env });
   procs.push(p);
   return p;
 }

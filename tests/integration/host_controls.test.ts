@@ -7,27 +7,13 @@
  * bystander's connection as a barrier: pushes to one connection keep their order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Client, ClientEvents } from '../../client/main_client';
+import type { Client } from '../../client/main_client';
 import type { Server, ServerOptions } from '../../server/main_server';
 import { MT, type RoomInfo } from '../../shared/protocol/messages';
-import { Harness, waitUntil } from '../kit/server';
+import { flush, Harness, record, rejectsWith, waitUntil } from '../kit/server';
 
 const h = new Harness();
 afterEach(() => h.closeAll());
-
-function record<K extends keyof ClientEvents & string>(c: Client, event: K): ClientEvents[K][] {
-  const out: ClientEvents[K][] = [];
-  c.on(event, (...args: ClientEvents[K]) => out.push(args));
-  return out;
-}
-
-async function flush(...clients: Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.request(MT.HEARTBEAT, {})));
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  await expect(p).rejects.toMatchObject({ name: 'ProtocolError', code });
-}
 
 const ALL = { can_mute_others: true, can_kick_users: true, can_manage_rooms: true, can_record: true };
 const NONE = { can_mute_others: false, can_kick_users: false, can_manage_rooms: false, can_record: false };

@@ -9,30 +9,16 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../client/chat_client';
-import type { Client, ClientEvents } from '../../client/main_client';
+import type { Client } from '../../client/main_client';
 import { MT, type ChatEntry } from '../../shared/protocol/messages';
 import type { Server, ServerOptions } from '../../server/main_server';
-import { Harness, sleep, tmpDataDir, waitUntil } from '../kit/server';
+import { flush, Harness, record, rejectsWith, sleep, tmpDataDir, waitUntil } from '../kit/server';
 
 const h = new Harness();
 afterEach(() => h.closeAll());
 
 /** Every emission of `event` on `c`, as argument tuples. */
-function record<K extends keyof ClientEvents & string>(c: Client, event: K): ClientEvents[K][] {
-  const out: ClientEvents[K][] = [];
-  c.on(event, (...args: ClientEvents[K]) => out.push(args));
-  return out;
-}
-
 /** Resolves once everything the server pushed to `c` before now has been received. */
-async function flush(...clients: Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.request(MT.HEARTBEAT, {})));
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  await expect(p).rejects.toMatchObject({ name: 'ProtocolError', code });
-}
-
 /** A server that does not get in the way of bulk chat (tests of the limit set their own). */
 function chattyServer(o: ServerOptions = {}): Promise<Server> {
   return h.server({ chatRatePerSecond: 100_000, chatBurst: 100_000, ...o });

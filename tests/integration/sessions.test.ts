@@ -9,11 +9,11 @@
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Client, ClientEvents } from '../../client/main_client';
+import type { Client } from '../../client/main_client';
 import { ChatClient } from '../../client/chat_client';
 import { encodeFrame, FrameDecoder } from '../../shared/protocol/framing';
 import { MT, type Envelope } from '../../shared/protocol/messages';
-import { Harness, tmpDataDir, waitUntil } from '../kit/server';
+import { flush, Harness, record, rejectsWith, tmpDataDir, waitUntil } from '../kit/server';
 
 const h = new Harness();
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -24,20 +24,6 @@ afterEach(async () => {
 
 /** Server timing for the heartbeat tests: a silent peer is dropped after about a second. */
 const FAST = { heartbeatIntervalMs: 200, connectionTimeoutMs: 1000 } as const;
-
-function record<K extends keyof ClientEvents & string>(c: Client, event: K): ClientEvents[K][] {
-  const out: ClientEvents[K][] = [];
-  c.on(event, (...args: ClientEvents[K]) => out.push(args));
-  return out;
-}
-
-async function flush(...clients: Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.request(MT.HEARTBEAT, {})));
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  await expect(p).rejects.toMatchObject({ name: 'ProtocolError', code });
-}
 
 type Msg = Envelope<string, Record<string, unknown>>;
 

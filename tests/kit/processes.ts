@@ -24,13 +24,15 @@ export interface RunningProcess {
   proc: ChildProcess;
   stdout: () => string;
   stderr: () => string;
-  /** Resolves with the exit code (or the signal name). */
+  /** Resolves with the exit code (or the signal name) once its output is all read. */
   exited: Promise<number | string>;
-  /** Resolves once stdout or stderr has matched the pattern. */
+  /** Resolves once stdout or stderr has matched the pattern; rejects if the process exits first. */
   waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<void>;
+  /** Types a line on the process's stdin. */
+  type: (line: string) => void;
 }
 
-/** Runs `node -r ts-node/register SCRIPT ...args` in the repo root. */
+/** Runs `node -r ts-node/register SCRIPT ...args` in the repo root, stdin piped. */
 export function runTs(script: string, args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
   const proc = spawn(process.execPath, ['-r', 'ts-node/register', script, ...args], {
     cwd: REPO_ROOT,
@@ -39,11 +41,11 @@ export function runTs(script: string, args: string[], env: NodeJS.ProcessEnv = {
   });
   let out = '';
   let err = '';
-  const waiters: { re: RegExp; resolve: () => void }[] = [];
+  const waiters = new Set<{ re: RegExp; resolve: () => void }>();
   const check = () => {
-    for (const w of [...waiters]) {
+    for (const w of waiters) {
       if (w.re.test(out) || w.re.test(err)) {
-        waiters.splice(waiters.indexOf(w), 1);
+        waiters.delete(w);
         w.resolve();
       }
     }
@@ -56,31 +58,34 @@ export function runTs(script: string, args: string[], env: NodeJS.ProcessEnv = {
     err += d.toString();
     check();
   });
-  const exited = new Promise<number | string>((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  proc.stdin!.on('error', () => undefined);
+  const exited = new Promise<number | string>((resolve) => proc.once('close', (code, signal) => resolve(code ?? signal ?? -1)));
   return {
     proc,
     stdout: () => out,
     stderr: () => err,
     exited,
+    type: (line) => proc.stdin!.write(line + '\n'),
     waitFor: (re, timeoutMs = 20_000) =>
       new Promise<void>((resolve, reject) => {
-        const w = { re, resolve };
-        waiters.push(w);
-        check();
-        const t = setTimeout(() => {
-          const i = waiters.indexOf(w);
-          if (i >= 0) waiters.splice(i, 1);
-          reject(new Error(`timed out waiting for ${re} in output:\n${out}\n${err}`));
+        const timer = setTimeout(() => {
+          waiters.delete(w);
+          reject(new Error(`timed out waiting for ${re}; stdout:\n${out}\nstderr:\n${err}`));
         }, timeoutMs);
+        const w = {
+          re,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        };
+        waiters.add(w);
+        check();
         void exited.then(() => {
-          if (waiters.includes(w)) {
-            clearTimeout(t);
-            waiters.splice(waiters.indexOf(w), 1);
-            reject(new Error(`process exited before ${re} appeared:\n${out}\n${err}`));
+          if (waiters.delete(w)) {
+            clearTimeout(timer);
+            reject(new Error(`the process exited before ${re} appeared; stdout:\n${out}\nstderr:\n${err}`));
           }
-        });
-        void Promise.resolve().then(() => {
-          if (!waiters.includes(w)) clearTimeout(t);
         });
       }),
   };

@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Server, type ServerOptions } from '../../server/main_server';
-import { Client, type ClientOptions } from '../../client/main_client';
+import { expect } from 'vitest';
+import { Client, type ClientEvents, type ClientOptions } from '../../client/main_client';
+import { MT } from '../../shared/protocol/messages';
 
 export function tmpDataDir(prefix = 'lanvc-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -54,3 +56,22 @@ export async function waitUntil(predicate: () => boolean, timeoutMs = 5000, what
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Every emission of `event` on `c`, as argument lists, from now on. */
+export function record<K extends keyof ClientEvents & string>(c: Client, event: K): ClientEvents[K][] {
+  const out: ClientEvents[K][] = [];
+  c.on(event, (...args: ClientEvents[K]) => out.push(args));
+  return out;
+}
+
+/**
+ * A HEARTBEAT round trip on each client: the server writes to a connection in order,
+ * so once it is answered, everything pushed to that client before has arrived.
+ */
+export async function flush(...clients: Client[]): Promise<void> {
+  await Promise.all(clients.map((c) => c.request(MT.HEARTBEAT, {})));
+}
+
+export async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  await expect(p).rejects.toMatchObject({ name: 'ProtocolError', code });
+}
