@@ -1,0 +1,190 @@
+/**
+ * The server side of bench/control.ts, in a process of its own so that the server
+ * and the load generator share the machine's cores the way a real deployment
+ * shares them with its users (forked by lib.ts forkTs; talks over the IPC channel).
+ *
+ *   server_child.ts ours   the product's Server on 127.0.0.1:0, a fresh temporary data
+ *                          directory (real SQLite file), log level warn, and the
+ *                          per-user chat rate limit lifted (it defaults to 5/s and a
+ *                          burst of 20, which would refuse a benchmark's load).
+ *   server_child.ts bare   the control: a minimal net server that only frames and
+ *                          echoes. Each connection has the same FrameDecoder; every
+ *                          CHAT_MESSAGE frame is encoded once (encodeFrame) and written
+ *                          to every other connection. Every frame with a message_id
+ *                          gets a minimal ACK frame naming it, so the senders' window
+ *                          of unacknowledged messages works as it does with the real
+ *                          server (which ACKs each chat message). No validation, no
+ *                          users, no rooms, no SQLite.
+ *
+ * Commands (IPC): `stats` -> CPU time, event-loop utilization, clock, counters;
+ * `close` -> closes the server (reporting the chat rows in SQLite for `ours`), then
+ * the process exits by itself (so --cpu-prof writes its profile). It also exits when
+ * the parent goes away.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
+import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
+import { Server } from '../server/main_server';
+import { LoopMonitor, type ChildMessage, type ChildRequest } from './lib';
+
+/** High enough never to bind: the bench measures the server, not its rate limiter. */
+const UNLIMITED_CHAT = 1e9;
+
+interface Running {
+  port: number;
+  counters: () => Record<string, number>;
+  close: () => Promise<Record<string, unknown>>;
+}
+
+async function startOurs(): Promise<Running> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-'));
+  const server = new Server({
+    host: '127.0.0.1',
+    port: 0,
+    dataDir,
+    logLevel: 'warn',
+    chatRatePerSecond: UNLIMITED_CHAT,
+    chatBurst: UNLIMITED_CHAT,
+  });
+  await server.start();
+  return {
+    port: server.port,
+    counters: () => {
+      const s = server.stats();
+      return { connections: s.connections, users: s.users, ...s.counters };
+    },
+    close: async () => {
+      const file = server.databaseFile;
+      await server.close();
+      let chatRows = -1;
+      try {
+        const db = new Database(file, { readonly: true });
+        chatRows = (db.prepare('SELECT COUNT(*) AS n FROM chat_messages').get() as { n: number }).n;
+        db.close();
+      } catch {
+        /* reported as -1 */
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      return { chat_rows: chatRows };
+    },
+  };
+}
+
+async function startBare(): Promise<Running> {
+  const conns = new Set<net.Socket>();
+  const counters = { connections: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0 };
+  const tcp = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    const decoder = new FrameDecoder();
+    conns.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => conns.delete(socket));
+    socket.on('data', (chunk: Buffer) => {
+      counters.bytesIn += chunk.length;
+      for (const f of decoder.push(chunk)) {
+        if (!f.ok) {
+          if (f.fatal) socket.destroy();
+          continue;
+        }
+        counters.messagesIn++;
+        const env = f.value as { type?: unknown; message_id?: unknown };
+        if (env.type === 'CHAT_MESSAGE') {
+          const frame = encodeFrame(env);
+          for (const other of conns) {
+            if (other !== socket && !other.destroyed) {
+              other.write(frame);
+              counters.messagesOut++;
+            }
+          }
+        }
+        if (typeof env.message_id === 'string') {
+          socket.write(encodeFrame({ type: 'ACK', data: {}, reply_to: env.message_id }));
+          counters.messagesOut++;
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(0, '127.0.0.1', () => resolve());
+  });
+  const a = tcp.address();
+  return {
+    port: a && typeof a === 'object' ? a.port : 0,
+    counters: () => ({ ...counters, connections: conns.size }),
+    close: async () => {
+      for (const s of conns) s.destroy();
+      await new Promise<void>((r) => tcp.close(() => r()));
+      return {};
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const mode = process.argv[2];
+  if (mode !== 'ours' && mode !== 'bare') throw new Error(`usage: server_child.ts ours|bare (got ${mode})`);
+  if (!process.send) throw new Error('server_child.ts must be forked with an IPC channel (bench/lib.ts forkTs)');
+  const send = (m: ChildMessage, cb?: () => void) => process.send!(m, undefined, {}, cb ? () => cb() : undefined);
+  const running = mode === 'ours' ? await startOurs() : await startBare();
+  let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  const stalls = new LoopMonitor();
+  let closing = false;
+
+  const shutdown = async (): Promise<Record<string, unknown>> => {
+    closing = true;
+    stalls.stop();
+    const t = setTimeout(() => process.exit(3), 10_000);
+    t.unref();
+    return running.close();
+  };
+
+  process.on('message', (m: ChildRequest) => {
+    if (!m || m.kind !== 'request') return;
+    const reply = (p: Promise<unknown>, after?: () => void) =>
+      p.then(
+        (result) => send({ kind: 'reply', id: m.id, ok: true, result: result ?? null }, after),
+        (e: unknown) => send({ kind: 'reply', id: m.id, ok: false, error: e instanceof Error ? (e.stack ?? e.message) : String(e) }, after),
+      );
+    if (m.cmd === 'stats') {
+      const now = performance.eventLoopUtilization();
+      const elu = performance.eventLoopUtilization(now, lastElu);
+      lastElu = now;
+      const cpu = process.cpuUsage();
+      void reply(
+        Promise.resolve({
+          // The clock of --cpu-prof sample times (microseconds).
+          hrtime_us: Number(process.hrtime.bigint() / 1000n),
+          cpu_user_us: cpu.user,
+          cpu_system_us: cpu.system,
+          /** Event-loop utilization since the previous `stats`. */
+          elu_since_last: elu.utilization,
+          /** Event-loop delay and GC pauses since the previous `stats`. */
+          stalls: stalls.take(),
+          rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
+          counters: running.counters(),
+        }),
+      );
+    } else if (m.cmd === 'close') {
+      // Exit normally (not by a signal), so --cpu-prof writes its profile.
+      void reply(shutdown(), () => setImmediate(() => process.exit(0)));
+    } else {
+      void reply(Promise.reject(new Error(`unknown command ${m.cmd}`)));
+    }
+  });
+  // Bounded: the parent gone (crash, Ctrl-C) means we are done too.
+  process.on('disconnect', () => {
+    if (closing) return;
+    void shutdown().finally(() => process.exit(0));
+  });
+  process.on('SIGTERM', () => void shutdown().finally(() => process.exit(0)));
+  send({ kind: 'ready', port: running.port, pid: process.pid });
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`server_child: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
