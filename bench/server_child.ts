@@ -14,7 +14,8 @@
  *                          gets a minimal ACK frame naming it, so the senders' window
  *                          of unacknowledged messages works as it does with the real
  *                          server (which ACKs each chat message). No validation, no
- *                          users, no rooms, no SQLite.
+ *                          users, no rooms, no SQLite. Writes are batched per loop
+ *                          turn exactly as the product's Session does (cork/uncork).
  *
  * Commands (IPC): `stats` -> CPU time, event-loop utilization, clock, counters;
  * `close` -> closes the server (reporting the chat rows in SQLite for `ours`), then
@@ -77,6 +78,22 @@ async function startOurs(): Promise<Running> {
 async function startBare(): Promise<Running> {
   const conns = new Set<net.Socket>();
   const counters = { connections: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0 };
+  // The same transport batching as the product's Session.sendFrame: writes are corked
+  // until the loop has handled every ready socket, so the control measures framing and
+  // fan-out, not a syscall per frame that the product does not pay either.
+  const corked = new Set<net.Socket>();
+  const flush = () => {
+    for (const s of corked) s.uncork();
+    corked.clear();
+  };
+  const write = (s: net.Socket, frame: Buffer) => {
+    if (!corked.has(s)) {
+      if (corked.size === 0) setImmediate(flush);
+      corked.add(s);
+      s.cork();
+    }
+    s.write(frame);
+  };
   const tcp = net.createServer((socket) => {
     socket.setNoDelay(true);
     const decoder = new FrameDecoder();
@@ -96,13 +113,13 @@ async function startBare(): Promise<Running> {
           const frame = encodeFrame(env);
           for (const other of conns) {
             if (other !== socket && !other.destroyed) {
-              other.write(frame);
+              write(other, frame);
               counters.messagesOut++;
             }
           }
         }
         if (typeof env.message_id === 'string') {
-          socket.write(encodeFrame({ type: 'ACK', data: {}, reply_to: env.message_id }));
+          write(socket, encodeFrame({ type: 'ACK', data: {}, reply_to: env.message_id }));
           counters.messagesOut++;
         }
       }

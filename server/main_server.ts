@@ -201,7 +201,9 @@ export class Server extends TypedEmitter<ServerEvents> {
     this.options = resolveServerOptions(options);
     this.log = options.logger ?? Logger.create(this.options.logLevel);
     this.onListenerError = (event, error) => this.log.error(`observer of ${event} threw: ${String(error)}`);
-    this.store = new Store(path.resolve(this.options.dataDir));
+    this.store = new Store(path.resolve(this.options.dataDir), {
+      onWriteError: (e) => this.log.error(`writing chat history failed, will retry: ${e.message}`, { db: this.store.file }),
+    });
     this.users = new UserManager(this.options);
     this.rooms = new RoomManager(this.store, {
       historyLimit: this.options.historyLimit,
@@ -291,7 +293,7 @@ export class Server extends TypedEmitter<ServerEvents> {
     await listenerClosed;
     for (const u of this.users.all()) if (u.graceTimer) clearTimeout(u.graceTimer);
     this.rooms.close();
-    this.store.close();
+    await this.store.close();
     this.log.info('server closed');
     this.emit('closed');
   }
@@ -833,7 +835,7 @@ export class Server extends TypedEmitter<ServerEvents> {
         if (user.roomId !== room.room_id) throw new ProtocolError('NOT_IN_ROOM');
         const entry: ChatEntry = {
           chat_id: randomUUID(),
-          seq: 0, // given by addChat
+          seq: this.rooms.nextSeqFor(room),
           room_id: room.room_id,
           user_id: user.user_id,
           username: user.username,
@@ -842,8 +844,9 @@ export class Server extends TypedEmitter<ServerEvents> {
           is_private: false,
           recipient: null,
         };
-        this.rooms.addChat(room, entry);
+        // Push first, then store: the store's group commit runs right after these writes leave.
         const delivered = this.pushToRoom(room, MT.CHAT_MESSAGE, entry, { except: user, sender: user.user_id });
+        this.rooms.addChat(room, entry);
         this.emit('chat', entry);
         return { chat_id: entry.chat_id, seq: entry.seq, timestamp: now, delivered_to: delivered, recipient: null };
       },

@@ -302,9 +302,14 @@ export class RoomManager {
     if (room.persistent) this.store.deleteRoom(room.room_id);
   }
 
-  /** Records a room message and gives it its seq. */
+  /** The seq of a new room message: the row id it will have when stored. */
+  nextSeqFor(room: Room): number {
+    return room.persistent ? this.store.reserveChatId() : this.nextSeq();
+  }
+
+  /** Records a room message (its seq from nextSeqFor): history, and the store for a persistent room. */
   addChat(room: Room, entry: ChatEntry): void {
-    entry.seq = room.persistent ? this.store.insertChat({ ...entry, room_id: room.room_id }) : this.nextSeq();
+    if (room.persistent) this.store.insertChat({ ...entry, room_id: room.room_id });
     room.history.push(entry);
     if (room.history.length > this.opts.historyLimit) room.history.splice(0, room.history.length - this.opts.historyLimit);
   }
