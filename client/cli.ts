@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { DEFAULT_PORTS, DEFAULTS } from '../shared/constants';
+import { DEFAULT_PORTS, DEFAULTS, LIMITS } from '../shared/constants';
 import { ProtocolError } from '../shared/errors';
 import type { ChatEntry, RoomInfo, RoomRole, UserInfo } from '../shared/protocol/messages';
 import { Client, type ClientEvents } from './main_client';
@@ -332,7 +332,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       const v = a.trim();
       if (v === '') return { name: 'history', limit: 20 };
       const n = Number(v);
-      if (!/^\d+$/.test(v) || n < 1 || n > 1000) throw usage('/history [N]   (N from 1 to 1000)');
+      if (!/^\d+$/.test(v) || n < 1 || n > LIMITS.maxHistoryPage) throw usage(`/history [N]   (N from 1 to ${LIMITS.maxHistoryPage})`);
       return { name: 'history', limit: n };
     },
   },

@@ -69,16 +69,6 @@ interface RoomRow extends Omit<StoredRoom, 'is_private' | 'settings'> {
   settings: string;
 }
 
-interface ChatInsert {
-  id: number;
-  chat_id: string;
-  room_id: string;
-  user_id: string;
-  username: string;
-  message: string;
-  timestamp: number;
-}
-
 interface ChatRow {
   id: number;
   chat_id: string;
@@ -88,6 +78,9 @@ interface ChatRow {
   message: string;
   timestamp: number;
 }
+
+/** A row to write is a row as read. */
+type ChatInsert = ChatRow;
 
 /**
  * WAL checkpoints run here, on a connection of their own in a worker thread. SQLite's

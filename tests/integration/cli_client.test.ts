@@ -96,6 +96,9 @@ describe('client/cli.ts command parsing', () => {
     expect(parseCommand('/join 1a2b pw')).toEqual({ name: 'join', room: '1a2b', password: 'pw', raw: '1a2b pw' });
     expect(parseCommand('/HISTORY 5')).toEqual({ name: 'history', limit: 5 });
     expect(parseCommand('/history')).toEqual({ name: 'history', limit: 20 });
+    // The server answers at most 200 a page: more is refused here, before it is sent.
+    expect(parseCommand('/history 200')).toEqual({ name: 'history', limit: 200 });
+    expect(() => parseCommand('/history 201')).toThrow(CommandUsageError);
     expect(parseCommand('/video off')).toEqual({ name: 'video', on: false });
     expect(parseCommand('/wait 0.5')).toEqual({ name: 'wait', seconds: 0.5 });
     expect(parseCommand('/react 👍')).toEqual({ name: 'react', reaction: '👍' });
