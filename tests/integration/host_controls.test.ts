@@ -25,21 +25,7 @@ interface Meeting {
   clients: Client[];
 }
 
-/** A server, a room, and `names` joined into it in order (the first becomes host). */
-async function meeting(names: string[], o: { persistent?: boolean; server?: ServerOptions } = {}): Promise<Meeting> {
-  const server = await h.server(o.server);
-  const clients: Client[] = [];
-  for (const n of names) clients.push(await h.client(server, n));
-  const room = await clients[0].createRoom({ name: 'Standup', persistent: o.persistent ?? false });
-  for (const c of clients) await c.joinRoom(room.room_id);
-  // Everyone has heard of everyone in the room before the test acts.
-  await waitUntil(
-    () => clients.every((c) => clients.every((d) => c.users.get(d.userId!)?.room_id === room.room_id)),
-    5000,
-    'everyone sees everyone in the room',
-  );
-  return { server, room, clients };
-}
+const meeting = (names: string[], o: { persistent?: boolean; server?: ServerOptions } = {}): Promise<Meeting> => h.meeting(names, o);
 
 /** What `viewer` believes about `subject`. */
 const view = (viewer: Client, subject: Client) => viewer.users.get(subject.userId!);

@@ -139,12 +139,7 @@ describe('room chat', () => {
   });
 
   it('accepts room_id given only in the envelope (a gap of the original)', async () => {
-    const s = await h.server();
-    const alice = await h.client(s, 'Alice');
-    const bob = await h.client(s, 'Bob');
-    const room = await alice.createRoom({ name: 'R' });
-    await alice.joinRoom(room.room_id);
-    await bob.joinRoom(room.room_id);
+    const { server: s, room, clients: [alice, bob] } = await h.meeting(['Alice', 'Bob'], { roomName: 'R' });
     const got = record(bob, 'chat');
     await alice.request(MT.CHAT_MESSAGE, { message: 'envelope only' }, { room_id: room.room_id });
     await waitUntil(() => got.length === 1, 5000, 'chat with room_id only in the envelope');
@@ -601,12 +596,7 @@ describe('refusals, each with its own code', () => {
 
 describe('hands, reactions and what a third client sees', () => {
   it('raise and lower hand reach the others as USER_UPDATE with hand_raised', async () => {
-    const s = await h.server();
-    const alice = await h.client(s, 'Alice');
-    const bob = await h.client(s, 'Bob');
-    const room = await alice.createRoom({ name: 'R' });
-    await alice.joinRoom(room.room_id);
-    await bob.joinRoom(room.room_id);
+    const { server: s, room, clients: [alice, bob] } = await h.meeting(['Alice', 'Bob'], { roomName: 'R' });
     const updates = record(alice, 'user_update');
 
     const r = await bob.raiseHand();

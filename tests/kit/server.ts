@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Server, type ServerOptions } from '../../server/main_server';
 import { expect } from 'vitest';
 import { Client, type ClientEvents, type ClientOptions } from '../../client/main_client';
-import { MT } from '../../shared/protocol/messages';
+import { MT, type RoomInfo } from '../../shared/protocol/messages';
 
 export function tmpDataDir(prefix = 'lanvc-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -37,6 +37,27 @@ export class Harness {
     this.clients.push(client);
     await client.connect();
     return client;
+  }
+
+  /**
+   * A server, a room, and `names` connected and joined into it in order (the first
+   * becomes host), once everyone has heard of everyone in the room.
+   */
+  async meeting(
+    names: string[],
+    o: { persistent?: boolean; server?: ServerOptions; roomName?: string } = {},
+  ): Promise<{ server: Server; room: RoomInfo; clients: Client[] }> {
+    const server = await this.server(o.server);
+    const clients: Client[] = [];
+    for (const n of names) clients.push(await this.client(server, n));
+    const room = await clients[0].createRoom({ name: o.roomName ?? 'Standup', persistent: o.persistent ?? false });
+    for (const c of clients) await c.joinRoom(room.room_id);
+    await waitUntil(
+      () => clients.every((c) => clients.every((d) => c.users.get(d.userId!)?.room_id === room.room_id)),
+      5000,
+      'everyone sees everyone in the room',
+    );
+    return { server, room, clients };
   }
 
   async closeAll(): Promise<void> {
