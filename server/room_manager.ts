@@ -85,19 +85,14 @@ export class Room {
     return this.hostId ? this.members.get(this.hostId) : undefined;
   }
 
+  /** The room object on the wire: what is stored, less the password hash, plus the live state. */
   toInfo(): RoomInfo {
     const host = this.host;
+    const { password_hash: _secret, ...stored } = this.toStored();
     return {
-      room_id: this.room_id,
-      room_name: this.room_name,
-      created_by: this.created_by,
-      created_by_name: this.created_by_name,
-      created_at: this.created_at,
-      max_participants: this.max_participants,
-      is_private: this.is_private,
+      ...stored,
       participant_count: this.members.size,
       is_recording: this.recording,
-      settings: this.settings,
       is_locked: this.locked,
       is_persistent: this.persistent,
       host_id: host?.user_id ?? null,
