@@ -320,6 +320,8 @@ export class Store {
         const dropped = this.pending.length - MAX_PENDING_WRITES;
         if (dropped > 0) this.pending.splice(0, dropped);
         this.onWriteError(new Error(`${err.message}${dropped > 0 ? `; ${dropped} oldest messages dropped from history` : ''}`));
+        // Try again in a second even if nobody writes or reads meanwhile.
+        setTimeout(() => this.flush(), 1000).unref();
         return;
       }
     }
