@@ -32,22 +32,14 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
   ) {
     super();
     this.keep = options.keep ?? 1000;
-    client.on('history', ({ room_id, messages }) => {
-      const list = this.roomList(room_id);
-      for (const m of messages) this.insert(list, m);
-      this.emit('history', room_id, list.slice());
-    });
+    // On join the room's conversation is announced even when empty.
+    client.on('history', ({ room_id, messages }) => this.mergeHistory(room_id, messages, true));
     client.on('chat', (entry) => this.receive(entry, false));
     // After a reconnect, fetch what was said meanwhile; duplicates are dropped by chat_id.
     client.on('reconnected', ({ room }) => {
       if (!room) return;
       client.chatHistory().then(
-        (r) => {
-          const list = this.roomList(r.room_id);
-          let added = 0;
-          for (const m of r.messages) if (this.insert(list, m)) added++;
-          if (added) this.emit('history', r.room_id, list.slice());
-        },
+        (r) => this.mergeHistory(r.room_id, r.messages),
         () => undefined,
       );
     });
@@ -113,11 +105,16 @@ export class ChatClient extends TypedEmitter<ChatEvents> {
   async loadOlder(limit = 50): Promise<number> {
     const roomId = this.client.room?.room_id;
     if (!roomId) return 0;
+    const r = await this.client.chatHistory(limit, this.roomList(roomId)[0]?.chat_id);
+    return this.mergeHistory(roomId, r.messages);
+  }
+
+  /** Merges history into a room's conversation; emits 'history' when it grew (or always). Returns how many were new. */
+  private mergeHistory(roomId: string, messages: ChatEntry[], always = false): number {
     const list = this.roomList(roomId);
-    const r = await this.client.chatHistory(limit, list[0]?.chat_id);
     let added = 0;
-    for (const m of r.messages) if (this.insert(list, m)) added++;
-    if (added) this.emit('history', roomId, list.slice());
+    for (const m of messages) if (this.insert(list, m)) added++;
+    if (added || always) this.emit('history', roomId, list.slice());
     return added;
   }
 
