@@ -34,6 +34,9 @@ export const SERVER_CAPABILITIES = Object.freeze([
   'reactions', // REACTION
   'host_controls', // MUTE_USER, UNMUTE_USER, MUTE_ALL, KICK_USER, ROOM_LOCK, ...
   'persistent_rooms', // ROOM_CREATE with persistent: true survives a restart
+  'media_udp', // ROOM_JOIN grants a media token; camera, audio, screen and feedback travel on UDP
+  'media_subscribe', // MEDIA_SUBSCRIBE pauses or resumes one participant's stream
+  'stop_video', // STOP_VIDEO: a host turns someone's camera or screen share off
 ]);
 
 export const LIMITS = Object.freeze({

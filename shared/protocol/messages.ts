@@ -24,7 +24,7 @@ export const MESSAGE_TYPES = [
   // added by this product
   'USER_UPDATE', 'ROOM_UPDATE', 'ROOM_DELETE', 'RAISE_HAND', 'LOWER_HAND', 'REACTION',
   'MUTE_ALL', 'ROOM_LOCK', 'ROOM_UNLOCK', 'PROMOTE_USER', 'DEMOTE_USER', 'TRANSFER_HOST',
-  'ROLE_CHANGE', 'END_MEETING',
+  'ROLE_CHANGE', 'END_MEETING', 'STOP_VIDEO', 'MEDIA_SUBSCRIBE',
 ] as const;
 
 export type MessageType = (typeof MESSAGE_TYPES)[number];
@@ -110,6 +110,8 @@ export const UserInfoSchema = z.object({
   is_admin: z.boolean(),
   /** The connection dropped and the server holds the user's place for a short while (resume window). */
   is_reconnecting: z.boolean(),
+  /** While in a room: the id in the media header of this user's streams (camera, screen, audio); null otherwise. */
+  stream_id: z.number().int().nullable(),
   last_seen: z.number(),
   permissions: PermissionsSchema,
 });
@@ -223,6 +225,14 @@ export const REQUEST_SCHEMAS = {
   DEMOTE_USER: target,
   TRANSFER_HOST: target,
   END_MEETING: roomRef,
+  /** A host turns someone's camera (or screen share) off; they may turn it on again themselves. */
+  STOP_VIDEO: z.intersection(target, z.object({ kind: z.enum(['video', 'screen']).default('video') })),
+  /** Pause or resume receiving one participant's stream (a client pauses what it does not show). */
+  MEDIA_SUBSCRIBE: z.object({
+    user_id: id,
+    kind: z.enum(['video', 'screen', 'audio']),
+    paused: z.boolean(),
+  }),
 } as const;
 
 export type RequestType = keyof typeof REQUEST_SCHEMAS;
@@ -241,6 +251,21 @@ export const RESERVED_TYPES: ReadonlySet<MessageType> = new Set<MessageType>([
 ]);
 
 // ---------------------------------------------------------------- replies (SUCCESS data)
+
+/**
+ * The media plane credentials given in ROOM_JOIN's SUCCESS: the secret token and
+ * stream id to put in every media header, and the server's UDP ports. The client
+ * registers with a HELLO on each port it uses (docs/PROTOCOL.md, "Media plane").
+ */
+export const MediaGrantSchema = z.object({
+  /** 16 hex digits: the 64-bit per-session secret of the media header. */
+  token: z.string().regex(/^[0-9a-f]{16}$/),
+  stream_id: z.number().int().min(1).max(0xffffffff),
+  ports: z.object({ video: z.number().int(), audio: z.number().int(), screen: z.number().int(), feedback: z.number().int() }),
+  /** Largest payload per datagram. */
+  max_payload: z.number().int(),
+});
+export type MediaGrant = z.infer<typeof MediaGrantSchema>;
 
 const ok = z.object({ message: z.string().optional() });
 
@@ -264,7 +289,13 @@ export const RESPONSE_SCHEMAS = {
   HEARTBEAT: z.object({ server_time: z.number() }),
   USER_LIST: z.object({ users: z.array(UserInfoSchema) }),
   ROOM_CREATE: z.object({ room: RoomInfoSchema }),
-  ROOM_JOIN: z.object({ room: RoomInfoSchema, participants: z.array(UserInfoSchema), already_joined: z.boolean() }),
+  ROOM_JOIN: z.object({
+    room: RoomInfoSchema,
+    participants: z.array(UserInfoSchema),
+    already_joined: z.boolean(),
+    /** How to reach the media plane (absent from a server without one). */
+    media: MediaGrantSchema.optional(),
+  }),
   ROOM_LEAVE: ok,
   ROOM_LIST: z.object({ rooms: z.array(RoomInfoSchema) }),
   ROOM_DELETE: ok,
@@ -295,6 +326,8 @@ export const RESPONSE_SCHEMAS = {
   DEMOTE_USER: z.object({ user: UserInfoSchema }),
   TRANSFER_HOST: z.object({ room: RoomInfoSchema }),
   END_MEETING: ok,
+  STOP_VIDEO: z.object({ user: UserInfoSchema }),
+  MEDIA_SUBSCRIBE: z.object({ user_id: z.string(), kind: z.string(), paused: z.boolean() }),
 } as const satisfies Record<RequestType, z.ZodType>;
 
 export type ResponseData<T extends RequestType> = z.output<(typeof RESPONSE_SCHEMAS)[T]>;
@@ -335,6 +368,20 @@ export const PUSH_SCHEMAS = {
   }),
   END_MEETING: z.object({ room_id: z.string(), by: userRef.nullable() }),
   ROOM_DELETE: z.object({ room_id: z.string(), by: userRef.nullable() }),
+  /** A room member turned the camera on: its frames arrive with this stream_id on the video port. */
+  VIDEO_START: z.object({ user_id: z.string(), username: z.string(), stream_id: z.number().int() }),
+  /** A room member's camera went off (by = the host who stopped it, or null). */
+  VIDEO_STOP: z.object({ user_id: z.string(), username: z.string(), stream_id: z.number().int(), by: userRef.nullable() }),
+  /** A room member started (active) or stopped sharing a screen (on the screen port). */
+  SCREEN_SHARE: z.object({
+    user_id: z.string(),
+    username: z.string(),
+    stream_id: z.number().int(),
+    active: z.boolean(),
+    by: userRef.nullable(),
+  }),
+  /** To the user whose camera or screen a host stopped. */
+  STOP_VIDEO: z.object({ user_id: z.string(), kind: z.enum(['video', 'screen']), by: userRef }),
   /** The server is closing this connection; `reason` says why, `reconnect` whether to come back. */
   DISCONNECT: z.object({ reason: z.string(), code: z.string().optional(), reconnect: z.boolean() }),
 } as const;
