@@ -44,17 +44,19 @@ async function main(): Promise<number> {
   try {
     await server.start();
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const port = server.options.port;
+    const err = e as NodeJS.ErrnoException & { flag?: string; port?: number };
+    const port = err.port ?? server.options.port;
+    const flag = err.flag ?? '--port';
+    const proto = err.flag ? 'UDP' : 'TCP';
     const hint =
       err.code === 'EADDRINUSE'
-        ? `port ${port} is already in use: is another server running? Stop it or choose another --port.`
+        ? `${proto} port ${port} is already in use: is another server running? Stop it or choose another ${flag}.`
         : err.code === 'EACCES'
-          ? `not allowed to listen on port ${port}: choose a port above 1023 or run with more privileges.`
+          ? `not allowed to listen on port ${port}: choose a port above 1023 with ${flag} or run with more privileges.`
           : err.code === 'EADDRNOTAVAIL'
             ? `address ${server.options.host} is not on this machine: choose another --host (0.0.0.0 for all).`
-            : 'check --host and --port.';
-    process.stderr.write(`error: cannot listen on ${server.options.host}:${port}: ${err.message}. ${hint}\n`);
+            : `check --host and ${flag}.`;
+    process.stderr.write(`error: cannot listen on ${server.options.host}:${port} (${proto}): ${err.message}. ${hint}\n`);
     await server.close();
     return 1;
   }
@@ -64,7 +66,7 @@ async function main(): Promise<number> {
     [
       `LAN Video Call server listening on ${o.host}:${server.port}`,
       `  clients connect to: ${addrs.length ? addrs.map((a) => `${a}:${server.port}`).join(', ') : `127.0.0.1:${server.port}`}`,
-      `  media ports (UDP, reserved for the media plane): video ${o.videoPort}, audio ${o.audioPort}, screen ${o.screenPort}, feedback ${o.feedbackPort}; file port (TCP) ${o.filePort}`,
+      `  media relay (UDP): ${server.media.describePorts()}; file port (TCP, reserved) ${o.filePort}`,
       `  data: ${server.databaseFile}`,
       `  server password: ${o.serverPassword ? 'set' : 'none'}; admin: ${o.adminPassword ? 'enabled' : 'disabled (set --admin-password)'}`,
       '  stop with Ctrl+C',

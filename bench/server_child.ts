@@ -46,6 +46,10 @@ async function startOurs(): Promise<Running> {
   const server = new Server({
     host: '127.0.0.1',
     port: 0,
+    videoPort: 0,
+    audioPort: 0,
+    screenPort: 0,
+    feedbackPort: 0,
     dataDir,
     logLevel: 'warn',
     chatRatePerSecond: UNLIMITED_CHAT,

@@ -16,6 +16,7 @@ import { ProtocolError } from '../shared/errors';
 import { TypedEmitter } from '../shared/events';
 import { Logger, type LogLevel } from '../shared/log';
 import { encodeFrame } from '../shared/protocol/framing';
+import { MAX_MEDIA_PAYLOAD } from '../shared/protocol/media_packet';
 import {
   EnvelopeSchema,
   isMessageType,
@@ -27,6 +28,7 @@ import {
   usernameProblem,
   type ChatEntry,
   type Envelope,
+  type MediaGrant,
   type IncomingEnvelope,
   type MessageType,
   type ParsedRequestData,
@@ -40,6 +42,7 @@ import {
 } from '../shared/protocol/messages';
 import { hashPassword, Room, RoomManager, type LeaveResult, type RoleChange } from './room_manager';
 import { Session, errorEnvelope, type SessionCounters } from './session';
+import { MediaServer, type MediaStats } from './media_server';
 import { Store } from './store';
 import { nameKey, ROLE_RANK, User, UserManager } from './user_manager';
 
@@ -181,6 +184,8 @@ export class Server extends TypedEmitter<ServerEvents> {
   private readonly store: Store;
   readonly users: UserManager;
   readonly rooms: RoomManager;
+  /** The UDP media relay; its stats() is part of the observer API. */
+  readonly media: MediaServer;
   private readonly sessions = new Set<Session>();
   private tcp: net.Server | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -209,6 +214,16 @@ export class Server extends TypedEmitter<ServerEvents> {
       historyLimit: this.options.historyLimit,
       emptyRoomGraceMs: this.options.emptyRoomGraceMs,
       onExpire: (room) => this.roomRemoved(room),
+    });
+    this.media = new MediaServer({
+      host: this.options.host,
+      ports: {
+        video: this.options.videoPort,
+        audio: this.options.audioPort,
+        screen: this.options.screenPort,
+        feedback: this.options.feedbackPort,
+      },
+      logger: this.log,
     });
     this.handlers = this.makeHandlers();
   }
@@ -239,6 +254,13 @@ export class Server extends TypedEmitter<ServerEvents> {
         resolve();
       });
     });
+    try {
+      await this.media.start();
+    } catch (e) {
+      await new Promise<void>((r) => tcp.close(() => r()));
+      this.tcp = null;
+      throw e;
+    }
     tcp.on('error', (e) => this.log.error(`listener error: ${e.message}`));
     const period = Math.max(50, Math.min(this.options.heartbeatIntervalMs, this.options.connectionTimeoutMs / 4));
     this.sweepTimer = setInterval(() => this.sweep(), period);
@@ -260,6 +282,11 @@ export class Server extends TypedEmitter<ServerEvents> {
       rooms: this.rooms.size,
       counters: { ...this.counters },
     };
+  }
+
+  /** The media relay's counters, registrations and receiver reports. */
+  mediaStats(): MediaStats {
+    return this.media.stats();
   }
 
   /** Graceful shutdown: clients are told (DISCONNECT, reconnect: true), then everything is released. */
@@ -291,6 +318,7 @@ export class Server extends TypedEmitter<ServerEvents> {
     );
     await Promise.all(socketsClosed);
     await listenerClosed;
+    await this.media.close();
     for (const u of this.users.all()) if (u.graceTimer) clearTimeout(u.graceTimer);
     this.rooms.close();
     await this.store.close();
@@ -476,6 +504,7 @@ export class Server extends TypedEmitter<ServerEvents> {
 
   /** A user's state changed: everyone online gets USER_UPDATE (keeps user lists current). */
   private userChanged(user: User): UserInfo {
+    if (user.streamId !== null) this.media.setAllowed(user.user_id, this.mediaAllow(user));
     const info = user.toInfo();
     this.pushToAll(MT.USER_UPDATE, info, { room_id: user.roomId });
     this.emit('user_update', info);
@@ -522,6 +551,8 @@ export class Server extends TypedEmitter<ServerEvents> {
   private detach(room: Room, user: User, reason: string): LeaveResult {
     const wasMutedByHost = user.mutedByHost;
     const result = this.rooms.leave(room, user);
+    this.media.removeParticipant(user.user_id);
+    user.streamId = null;
     this.emit('room_left', { user_id: user.user_id, room_id: room.room_id, reason });
     if (wasMutedByHost) this.emit('mute_changed', { user_id: user.user_id, room_id: null, muted: false });
     return result;
@@ -627,6 +658,39 @@ export class Server extends TypedEmitter<ServerEvents> {
     if (!room.persistent && this.rooms.get(room.room_id)) this.rooms.remove(room);
     if (!this.rooms.get(room.room_id)) this.roomRemoved(room);
     else this.scheduleRoomList();
+  }
+
+  /** What the relay forwards from this user: the control plane's state is the only authority. */
+  private mediaAllow(user: User): { video: boolean; audio: boolean; screen: boolean } {
+    return { video: user.videoEnabled, screen: user.screenSharing, audio: user.audioEnabled && !user.mutedByHost };
+  }
+
+  private mediaGrant(user: User): MediaGrant | undefined {
+    if (user.streamId === null || !this.media.listening) return undefined;
+    return {
+      token: user.mediaToken.toString('hex'),
+      stream_id: user.streamId,
+      ports: this.media.ports,
+      max_payload: MAX_MEDIA_PAYLOAD,
+    };
+  }
+
+  /**
+   * Camera or screen on/off: the relay obeys at once (userChanged), and the room is
+   * told with VIDEO_START / VIDEO_STOP / SCREEN_SHARE (then USER_UPDATE to everyone).
+   */
+  private setMediaFlag(user: User, kind: 'video' | 'screen', on: boolean, by: User | null): { user: UserInfo } {
+    const before = kind === 'video' ? user.videoEnabled : user.screenSharing;
+    if (kind === 'video') user.videoEnabled = on;
+    else user.screenSharing = on;
+    const room = user.roomId ? this.rooms.get(user.roomId) : undefined;
+    if (room && before !== on && user.streamId !== null) {
+      const ref = { user_id: user.user_id, username: user.username, stream_id: user.streamId };
+      if (kind === 'screen') this.pushToRoom(room, MT.SCREEN_SHARE, { ...ref, active: on, by: by?.ref ?? null }, { except: user, sender: user.user_id });
+      else if (on) this.pushToRoom(room, MT.VIDEO_START, ref, { except: user, sender: user.user_id });
+      else this.pushToRoom(room, MT.VIDEO_STOP, { ...ref, by: by?.ref ?? null }, { except: user, sender: user.user_id });
+    }
+    return { user: this.userChanged(user) };
   }
 
   private setFlag(user: User, apply: () => void): { user: UserInfo } {
@@ -752,7 +816,12 @@ export class Server extends TypedEmitter<ServerEvents> {
       ROOM_JOIN: async ({ user, data, replyTo }) => {
         const room = this.rooms.require(data.room_id);
         if (user.roomId === room.room_id) {
-          return { room: room.toInfo(), participants: [...room.members.values()].map((m) => m.toInfo()), already_joined: true };
+          return {
+            room: room.toInfo(),
+            participants: [...room.members.values()].map((m) => m.toInfo()),
+            already_joined: true,
+            media: this.mediaGrant(user),
+          };
         }
         await this.rooms.checkJoin(room, user, data.password);
         // The hash took time: look again at what may have changed meanwhile.
@@ -760,10 +829,17 @@ export class Server extends TypedEmitter<ServerEvents> {
         this.rooms.checkCapacity(room, user);
         if (user.roomId) this.leaveRoom(user, 'moved');
         this.rooms.join(room, user);
+        user.streamId = this.media.addParticipant({
+          userId: user.user_id,
+          username: user.username,
+          roomId: room.room_id,
+          token: user.mediaToken,
+          allow: this.mediaAllow(user),
+        });
         const info = user.toInfo();
         this.log.info('joined room', { room: room.room_name, user: user.username, role: user.role });
         const participants = [...room.members.values()].map((m) => m.toInfo());
-        const reply: ResponseData<'ROOM_JOIN'> = { room: room.toInfo(), participants, already_joined: false };
+        const reply: ResponseData<'ROOM_JOIN'> = { room: room.toInfo(), participants, already_joined: false, media: this.mediaGrant(user) };
         // SUCCESS first, then history, then tell the others: the joiner sees a consistent order.
         return this.replyThen(user.session, replyTo, reply, () => {
           this.push(user, MT.CHAT_HISTORY, { room_id: room.room_id, messages: room.history.slice() }, { room_id: room.room_id });
@@ -856,14 +932,27 @@ export class Server extends TypedEmitter<ServerEvents> {
         return { room_id: room.room_id, messages: this.rooms.history(room, data.limit ?? this.options.historyLimit, data.before) };
       },
 
-      VIDEO_START: ({ user }) => this.setFlag(user, () => (user.videoEnabled = true)),
-      VIDEO_STOP: ({ user }) => this.setFlag(user, () => (user.videoEnabled = false)),
+      VIDEO_START: ({ user }) => this.setMediaFlag(user, 'video', true, null),
+      VIDEO_STOP: ({ user }) => this.setMediaFlag(user, 'video', false, null),
       AUDIO_START: ({ user }) => {
         if (user.mutedByHost) throw new ProtocolError('MUTED_BY_HOST');
         return this.setFlag(user, () => (user.audioEnabled = true));
       },
       AUDIO_STOP: ({ user }) => this.setFlag(user, () => (user.audioEnabled = false)),
-      SCREEN_SHARE: ({ user, data }) => this.setFlag(user, () => (user.screenSharing = data.active)),
+      SCREEN_SHARE: ({ user, data }) => this.setMediaFlag(user, 'screen', data.active, null),
+      STOP_VIDEO: ({ user, data }) => {
+        const { target } = this.targetOf(user, data, data.kind === 'screen' ? "stop someone's screen share" : "stop someone's camera", 'moderator');
+        this.push(target, MT.STOP_VIDEO, { user_id: target.user_id, kind: data.kind, by: user.ref }, { room_id: target.roomId });
+        this.log.info(`${data.kind} stopped by host`, { user: target.username, by: user.username });
+        return this.setMediaFlag(target, data.kind, false, user);
+      },
+      MEDIA_SUBSCRIBE: ({ user, data }) => {
+        const room = this.roomOf(user);
+        const target = this.users.get(data.user_id);
+        if (!target || target.roomId !== room.room_id) throw new ProtocolError('TARGET_NOT_IN_ROOM', { username: target?.username ?? data.user_id });
+        this.media.setPaused(user.user_id, target.user_id, data.kind, data.paused);
+        return { user_id: target.user_id, kind: data.kind, paused: data.paused };
+      },
 
       RAISE_HAND: ({ user }) => {
         this.roomOf(user);

@@ -46,6 +46,10 @@ export class User {
   readonly user_id = randomUUID();
   /** Given at CONNECT; a later CONNECT with it takes this user over (resume). */
   readonly resumeToken = randomBytes(18).toString('base64url');
+  /** The 64-bit secret of this user's media headers (given in ROOM_JOIN's SUCCESS, never shown to others). */
+  readonly mediaToken = randomBytes(8);
+  /** The id of this user's media streams while in a room (assigned by the relay on join). */
+  streamId: number | null = null;
   readonly connectedAt = Date.now() / 1000;
   roomId: string | null = null;
   role: RoomRole | null = null;
@@ -104,6 +108,7 @@ export class User {
       role: this.role,
       is_admin: this.isAdmin,
       is_reconnecting: this.graceTimer !== null,
+      stream_id: this.streamId,
       last_seen: this.lastSeen,
       permissions: permissionsFor(this.role, this.isAdmin),
     };

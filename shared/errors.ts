@@ -227,6 +227,11 @@ export const ERROR_CODES = spec({
     scope: 'wire',
   },
   // --- raised by the client library itself ---
+  MEDIA_UNREACHABLE: {
+    message: 'The media relay at {host} did not answer on UDP port(s) {ports}',
+    hint: 'Video and audio need the UDP media ports (8889-8892 by default) open between you and the server: check the firewall on both machines.',
+    scope: 'local',
+  },
   REQUEST_TIMEOUT: {
     message: 'No reply to {type} within {ms} ms',
     hint: 'Check that the server is running and reachable, then try again.',
