@@ -10,8 +10,11 @@ import { DEFAULT_PORTS, DEFAULTS, LIMITS, PROTOCOL_VERSION } from '../shared/con
 import { isErrorCode, ProtocolError } from '../shared/errors';
 import { TypedEmitter } from '../shared/events';
 import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
+import { MediaLink, type MediaLinkOptions, type ReceivedFrame } from './media_link';
+import type { SenderAggregate, StreamKindName } from '../shared/protocol/media_packet';
 import {
   MT,
+  type MediaGrant,
   type ChatEntry,
   type Envelope,
   type ErrorData,
@@ -41,6 +44,16 @@ export interface ClientOptions {
   /** Overrides the heartbeat interval the server announces. */
   heartbeatIntervalMs?: number;
   capabilities?: string[];
+  /** Open the UDP media link when joining a room (default true). */
+  media?: boolean;
+  /** Media link tuning; `portsOverride` sends media through other ports (tests: an impairment proxy). */
+  mediaOptions?: Partial<Omit<MediaLinkOptions, 'host' | 'grant'>>;
+}
+
+/** A whole frame from another participant, with who sent it. */
+export interface MediaFrame extends ReceivedFrame {
+  user_id: string | null;
+  username: string | null;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -78,6 +91,19 @@ export type ClientEvents = {
   server_disconnect: [PushData<'DISCONNECT'>];
   /** An ERROR that answers no pending request. */
   server_error: [ProtocolError];
+  /** The media link is registered with the relay (after joining a room). */
+  media_ready: [MediaLink];
+  /** The media link failed (e.g. MEDIA_UNREACHABLE: UDP blocked); control goes on. */
+  media_error: [ProtocolError];
+  /** A whole camera or screen frame (or audio packet) from a room member. */
+  frame: [MediaFrame];
+  /** How receivers get our streams, aggregated by the relay (once a second). */
+  sender_report: [SenderAggregate[]];
+  video_start: [PushData<'VIDEO_START'>];
+  video_stop: [PushData<'VIDEO_STOP'>];
+  screen_share: [PushData<'SCREEN_SHARE'>];
+  /** A host turned your camera or screen share off. */
+  stop_video: [PushData<'STOP_VIDEO'>];
   closed: [];
 };
 
@@ -99,8 +125,12 @@ export class Client extends TypedEmitter<ClientEvents> {
   readonly host: string;
   readonly port: number;
   readonly username: string;
-  private readonly opts: Required<Omit<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities'>> &
-    Pick<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities'>;
+  private readonly opts: Required<Omit<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities' | 'mediaOptions'>> &
+    Pick<ClientOptions, 'password' | 'adminPassword' | 'heartbeatIntervalMs' | 'capabilities' | 'mediaOptions'>;
+  /** The UDP media link while in a room (null otherwise, or with media: false). */
+  media: MediaLink | null = null;
+  private mediaGrant: MediaGrant | null = null;
+  private readonly streamOwners = new Map<number, UserInfo>();
   state: ClientState = 'idle';
   /** Yourself, as the server last described you. */
   user: UserInfo | null = null;
@@ -144,6 +174,8 @@ export class Client extends TypedEmitter<ClientEvents> {
       reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       capabilities: options.capabilities,
+      media: options.media ?? true,
+      mediaOptions: options.mediaOptions,
     };
   }
 
@@ -358,6 +390,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     const r = await this.request(MT.ROOM_JOIN, { room_id: roomId, password: this.roomPassword ?? undefined });
     this.setRoom(r.room);
     for (const p of r.participants) this.users.set(p.user_id, p);
+    this.attachMedia(r.media);
   }
 
   /** Say goodbye (DISCONNECT) and close for good. Pending requests fail with CLIENT_CLOSED. */
@@ -380,6 +413,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     }
     this.state = 'closed';
     this.stopHeartbeat();
+    await this.detachMedia();
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new ProtocolError('CLIENT_CLOSED'));
@@ -496,6 +530,18 @@ export class Client extends TypedEmitter<ClientEvents> {
         this.emit('room_update', d);
         break;
       }
+      case MT.VIDEO_START:
+        this.emit('video_start', data as PushData<'VIDEO_START'>);
+        break;
+      case MT.VIDEO_STOP:
+        this.emit('video_stop', data as PushData<'VIDEO_STOP'>);
+        break;
+      case MT.SCREEN_SHARE:
+        this.emit('screen_share', data as PushData<'SCREEN_SHARE'>);
+        break;
+      case MT.STOP_VIDEO:
+        this.emit('stop_video', data as PushData<'STOP_VIDEO'>);
+        break;
       case MT.REACTION:
         this.emit('reaction', data as PushData<'REACTION'>);
         break;
@@ -531,8 +577,94 @@ export class Client extends TypedEmitter<ClientEvents> {
     const changed = (this.room?.room_id ?? null) !== (room?.room_id ?? null);
     this.room = room;
     if (password !== undefined) this.roomPassword = password;
-    if (!room) this.roomPassword = null;
+    if (!room) {
+      this.roomPassword = null;
+      void this.detachMedia();
+    }
     if (changed) this.emit('room', room);
+  }
+
+  // ------------------------------------------------------------ media link
+
+  /** Opens (or keeps) the media link for a grant from ROOM_JOIN. */
+  private attachMedia(grant: MediaGrant | undefined): void {
+    if (!this.opts.media || !grant || this.state === 'closed') return;
+    const same = this.mediaGrant && this.mediaGrant.token === grant.token && this.mediaGrant.stream_id === grant.stream_id;
+    if (same && this.media) return;
+    void this.detachMedia();
+    const link = new MediaLink({ ...this.opts.mediaOptions, host: this.host, grant });
+    this.media = link;
+    this.mediaGrant = grant;
+    link.on('frame', (f) => {
+      const owner = this.ownerOf(f.streamId);
+      this.emit('frame', { ...f, user_id: owner?.user_id ?? null, username: owner?.username ?? null });
+    });
+    link.on('sender_report', (r) => this.emit('sender_report', r));
+    link.on('error', (e) => this.emit('media_error', e));
+    link.start().then(
+      () => this.media === link && this.emit('media_ready', link),
+      (e: ProtocolError) => this.media === link && this.emit('media_error', e),
+    );
+  }
+
+  private async detachMedia(): Promise<void> {
+    const link = this.media;
+    this.media = null;
+    this.mediaGrant = null;
+    this.streamOwners.clear();
+    if (link) await link.close();
+  }
+
+  /** The room member whose streams carry this stream id. */
+  ownerOf(streamId: number): UserInfo | undefined {
+    const cached = this.streamOwners.get(streamId);
+    if (cached && this.users.get(cached.user_id)?.stream_id === streamId) return this.users.get(cached.user_id);
+    for (const u of this.users.values()) {
+      if (u.stream_id === streamId) {
+        this.streamOwners.set(streamId, u);
+        return u;
+      }
+    }
+    return undefined;
+  }
+
+  /** Resolves when the media link is registered (rejects with its error, or NOT_IN_ROOM without one). */
+  waitForMedia(timeoutMs = 10_000): Promise<MediaLink> {
+    const link = this.media;
+    if (!link) return Promise.reject(new ProtocolError('NOT_IN_ROOM'));
+    if (link.registered) return Promise.resolve(link);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => done(new ProtocolError('MEDIA_UNREACHABLE', { host: this.host, ports: 'all' })), timeoutMs);
+      const onReady = (l: MediaLink) => done(null, l);
+      const onError = (e: ProtocolError) => done(e);
+      const done = (e: ProtocolError | null, l?: MediaLink) => {
+        clearTimeout(timer);
+        this.off('media_ready', onReady);
+        this.off('media_error', onError);
+        if (e) reject(e);
+        else resolve(l!);
+      };
+      this.on('media_ready', onReady);
+      this.on('media_error', onError);
+    });
+  }
+
+  /** Sends a camera or screen frame (JPEG) to the room; false without a registered link. */
+  sendFrame(kind: StreamKindName, data: Buffer, captureTsUs: number, o: { layer?: number; level?: number; flags?: number } = {}): boolean {
+    if (!this.media?.registered) return false;
+    this.media.sendFrame(kind, data, captureTsUs, o);
+    return true;
+  }
+
+  /** Pause (or resume) receiving one member's stream. */
+  setStreamPaused(nameOrId: string, kind: StreamKindName, paused: boolean): Promise<ResponseData<'MEDIA_SUBSCRIBE'>> {
+    const u = this.findUser(nameOrId);
+    return this.request(MT.MEDIA_SUBSCRIBE, { user_id: u?.user_id ?? nameOrId, kind, paused });
+  }
+
+  /** A host turns someone's camera (or screen share) off. */
+  stopVideo(nameOrId: string, kind: 'video' | 'screen' = 'video'): Promise<ResponseData<'STOP_VIDEO'>> {
+    return this.request(MT.STOP_VIDEO, { ...this.ref(nameOrId), kind });
   }
 
   // ------------------------------------------------------------ conveniences
@@ -594,6 +726,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     const me = r.participants.find((p) => p.user_id === this.userId);
     if (me) this.user = me;
     this.setRoom(r.room, password ?? null);
+    this.attachMedia(r.media);
     return r;
   }
 
