@@ -40,6 +40,7 @@ export interface DebianPackage {
 export const DEBIAN_PACKAGES: readonly DebianPackage[] = Object.freeze([
   { name: 'chromium', role: 'browser', purpose: 'desktop app window and browser end-to-end tests (/usr/bin/chromium)' },
   { name: 'xvfb', role: 'tests', purpose: 'virtual X display (Xvfb) for screen-share capture and visible-window tests' },
+  { name: 'xloadimage', role: 'tests', purpose: 'puts a known image on the Xvfb root window for screen-share capture tests' },
   { name: 'pulseaudio', role: 'tests', purpose: 'virtual microphone and speakers (null sinks) for audio tests' },
   { name: 'pulseaudio-utils', role: 'tests', purpose: 'pactl, paplay, parec: route, play and record test audio' },
   { name: 'libasound2-plugins', role: 'tests', purpose: 'ALSA pulse plugin, so PortAudio (naudiodon) reaches PulseAudio' },
@@ -515,6 +516,7 @@ export function checkAll(opts: CheckOptions = {}): CheckResult[] {
     guard('naudiodon', 'naudiodon / PortAudio', 'optional', () => checkNaudiodon(root)),
     guard('browser', 'Chromium-family browser', 'optional', () => checkBrowser(env, !!opts.noBrowser)),
     guard('xvfb', 'Xvfb', 'tests', () => checkCommands('xvfb', 'Xvfb', ['Xvfb'], ['xvfb'], env)),
+    guard('xloadimage', 'xloadimage', 'tests', () => checkCommands('xloadimage', 'xloadimage', ['xloadimage'], ['xloadimage'], env)),
     guard('pulseaudio', 'PulseAudio', 'tests', () =>
       checkCommands('pulseaudio', 'PulseAudio', ['pulseaudio', 'pactl', 'paplay', 'parec'], ['pulseaudio', 'pulseaudio-utils'], env),
     ),
