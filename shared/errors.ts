@@ -232,6 +232,11 @@ export const ERROR_CODES = spec({
     hint: 'Video and audio need the UDP media ports (8889-8892 by default) open between you and the server: check the firewall on both machines.',
     scope: 'local',
   },
+  CAPTURE_FAILED: {
+    message: 'Capture from {source} stopped: {reason}',
+    hint: 'Check that the device exists and no other program holds it (for a camera: ls /dev/video*; for a screen: the DISPLAY is right); it is retried automatically.',
+    scope: 'local',
+  },
   REQUEST_TIMEOUT: {
     message: 'No reply to {type} within {ms} ms',
     hint: 'Check that the server is running and reachable, then try again.',
