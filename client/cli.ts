@@ -16,6 +16,8 @@ import { DEFAULT_PORTS, DEFAULTS, LIMITS } from '../shared/constants';
 import { ProtocolError } from '../shared/errors';
 import type { ChatEntry, RoomInfo, RoomRole, UserInfo } from '../shared/protocol/messages';
 import { Client, type ClientEvents } from './main_client';
+import { CliMedia } from './cli_media';
+import { DEFAULT_VIDEO_SETTINGS, type VideoSettings } from './video_call';
 
 // ================================================================ flags
 
@@ -34,6 +36,11 @@ export interface CliOptions {
   keepGoing: boolean;
   stay: boolean;
   json: boolean;
+  camera: string | null;
+  screen: string | null;
+  video: VideoSettings;
+  saveDir: string | null;
+  saveVideo: boolean;
 }
 
 interface FlagSpec {
@@ -61,6 +68,13 @@ export const CLI_FLAGS: readonly FlagSpec[] = [
   { flag: 'keep-going', help: 'with --exec/--script: go on after a failed command (the exit code is still 1)' },
   { flag: 'stay', help: 'with --exec/--script: stay connected afterwards, printing events and reading commands from stdin, until Ctrl+C or /quit' },
   { flag: 'json', help: 'print each event, reply and error as one JSON object per line (for programs)' },
+  { flag: 'camera', arg: 'SOURCE', help: 'camera: /dev/videoN, testsrc2 (synthetic) or file:PATH (a looped video); with it, your camera turns on when you join a room' },
+  { flag: 'screen', arg: 'DISPLAY', help: 'screen for /screen on: an X display :N[.S], optionally a region :N+X,Y@WxH (default $DISPLAY)' },
+  { flag: 'video-size', arg: 'WxH', help: `size of the video you send (default ${DEFAULT_VIDEO_SETTINGS.width}x${DEFAULT_VIDEO_SETTINGS.height})` },
+  { flag: 'fps', arg: 'N', help: `frames per second you send, 1-60 (default ${DEFAULT_VIDEO_SETTINGS.fps})` },
+  { flag: 'quality', arg: 'N', help: `JPEG quality of the video you send, 1-100 (default ${DEFAULT_VIDEO_SETTINGS.quality})` },
+  { flag: 'save-dir', arg: 'DIR', help: 'keep the latest frame of each participant\'s camera and screen as DIR/NAME-camera.jpg, DIR/NAME-screen.jpg' },
+  { flag: 'save-video', help: 'with --save-dir: also record each received stream to DIR/NAME-camera.mkv (MJPEG, plays in any player)' },
   { flag: 'help', short: 'h', help: 'print this help and exit' },
 ];
 
@@ -78,6 +92,17 @@ function intFlag(name: string, raw: string, min: number, max: number): number {
     throw new CliUsageError(`--${name} must be a whole number from ${min} to ${max}, not "${raw}"`);
   }
   return n;
+}
+
+function videoSize(raw: string): { width: number; height: number } {
+  const m = /^(\d{1,4})x(\d{1,4})$/.exec(raw.trim());
+  const width = m ? Number(m[1]) : NaN;
+  const height = m ? Number(m[2]) : NaN;
+  // Even sizes: JPEG 4:2:0 and most capture devices want them.
+  if (!m || width < 16 || height < 16 || width > 3840 || height > 2160 || width % 2 || height % 2) {
+    throw new CliUsageError(`--video-size must be WIDTHxHEIGHT, even numbers from 16x16 to 3840x2160 (e.g. 640x480), not "${raw}"`);
+  }
+  return { width, height };
 }
 
 /** Parses the command line. Throws CliUsageError; `help` is true when --help was given. */
@@ -121,6 +146,16 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
     keepGoing: values['keep-going'] === true,
     stay: values.stay === true,
     json: values.json === true,
+    camera: str('camera'),
+    screen: str('screen'),
+    video: {
+      ...DEFAULT_VIDEO_SETTINGS,
+      ...(values['video-size'] === undefined ? {} : videoSize(String(values['video-size']))),
+      ...(values.fps === undefined ? {} : { fps: intFlag('fps', String(values.fps), 1, 60) }),
+      ...(values.quality === undefined ? {} : { quality: intFlag('quality', String(values.quality), 1, 100) }),
+    },
+    saveDir: str('save-dir'),
+    saveVideo: values['save-video'] === true,
   };
   if (values.help === true) return { help: true, options };
   if (options.server.trim() === '') throw new CliUsageError('--server needs a host name or address');
@@ -131,6 +166,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
     throw new CliUsageError(`--${options.keepGoing ? 'keep-going' : 'stay'} only applies with --exec or --script`);
   }
   if (options.user !== null && options.user.trim() === '') throw new CliUsageError('--user needs a name');
+  if (options.saveVideo && !options.saveDir) throw new CliUsageError('--save-video needs --save-dir DIR');
   return { help: false, options };
 }
 
@@ -151,7 +187,9 @@ export type Command =
   | { name: 'kick'; user: string; reason?: string }
   | { name: 'lock' | 'unlock' | 'end' | 'quit' | 'help' }
   | { name: 'history'; limit: number }
-  | { name: 'video' | 'audio'; on: boolean }
+  | { name: 'video' | 'audio' | 'screen'; on: boolean }
+  | { name: 'stop-video'; user: string; kind: 'video' | 'screen' }
+  | { name: 'stats' }
   | { name: 'wait'; seconds: number };
 
 /** A command line that does not parse: printed with the command's usage. */
@@ -215,14 +253,14 @@ function oneUser(name: 'mute' | 'unmute' | 'promote' | 'demote' | 'host', u: str
   };
 }
 
-function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help', u: string): (a: string) => Command {
+function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help' | 'stats', u: string): (a: string) => Command {
   return (a) => {
     if (a.trim() !== '') throw usage(u);
     return { name } as Command;
   };
 }
 
-function onOff(name: 'video' | 'audio', u: string): (a: string) => Command {
+function onOff(name: 'video' | 'audio' | 'screen', u: string): (a: string) => Command {
   return (a) => {
     const v = a.trim().toLowerCase();
     if (v !== 'on' && v !== 'off') throw usage(u);
@@ -336,7 +374,21 @@ export const COMMANDS: readonly CommandSpec[] = [
       return { name: 'history', limit: n };
     },
   },
-  { name: 'video', usage: '/video on|off', help: 'turn your camera on or off (signalling only for now)', parse: onOff('video', '/video on|off') },
+  { name: 'video', usage: '/video on|off', help: 'turn your camera on or off (--camera chooses it; default /dev/video0)', parse: onOff('video', '/video on|off') },
+  { name: 'screen', usage: '/screen on|off', help: 'share your screen, or stop (--screen chooses it; default $DISPLAY)', parse: onOff('screen', '/screen on|off') },
+  {
+    name: 'stop-video',
+    usage: '/stop-video USER [screen]',
+    help: 'turn someone\'s camera (or screen share) off (host, moderator)',
+    parse: (a) => {
+      const t = tokenize(a);
+      if (t.length < 1 || t.length > 2 || (t[1] !== undefined && t[1].toLowerCase() !== 'screen' && t[1].toLowerCase() !== 'video')) {
+        throw usage('/stop-video USER [screen]');
+      }
+      return { name: 'stop-video', user: t[0], kind: t[1]?.toLowerCase() === 'screen' ? 'screen' : 'video' };
+    },
+  },
+  { name: 'stats', usage: '/stats', help: 'show media figures: what you send and receive (fps, kbit/s, loss, jitter, delay)', parse: noArgs('stats', '/stats') },
   { name: 'audio', usage: '/audio on|off', help: 'turn your microphone on or off (signalling only for now)', parse: onOff('audio', '/audio on|off') },
   {
     name: 'wait',
@@ -532,6 +584,7 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
 
 export class CliSession {
   readonly client: Client;
+  readonly media: CliMedia;
   private rl: readline.Interface | null = null;
   private readonly tty: boolean;
   private queue: Promise<void> = Promise.resolve();
@@ -567,6 +620,11 @@ export class CliSession {
       reconnectAttempts: Math.max(1, options.reconnectAttempts),
     });
     this.client.onListenerError = (event, error) => this.printError(new Error(`while printing ${event}: ${String(error)}`));
+    this.media = new CliMedia(
+      this.client,
+      { camera: options.camera, screen: options.screen, video: options.video, saveDir: options.saveDir, saveVideo: options.saveVideo },
+      { note: (t) => this.note(t), error: (e) => this.printError(e) },
+    );
     this.watch();
   }
 
@@ -660,7 +718,7 @@ export class CliSession {
       const names: (keyof ClientEvents)[] = [
         'disconnected', 'reconnecting', 'reconnected', 'chat', 'history', 'user_join', 'user_leave', 'user_update',
         'users', 'rooms', 'room_update', 'room', 'reaction', 'muted', 'unmute_requested', 'kicked', 'role_change',
-        'meeting_ended', 'room_deleted', 'server_disconnect',
+        'meeting_ended', 'room_deleted', 'server_disconnect', 'video_start', 'video_stop', 'screen_share', 'stop_video',
       ];
       for (const name of names) {
         c.on(name, (...args: unknown[]) => {
@@ -916,6 +974,7 @@ export class CliSession {
     if (why && !this.options.json) this.write(this.io.stderr, `${this.stamp()} ! ${why}`);
     this.rl?.close();
     this.rl = null;
+    await this.media.close().catch((e: unknown) => this.printError(e));
     try {
       if (goodbye) await this.client.close();
       else await this.client.close().catch(() => undefined);
@@ -1056,10 +1115,21 @@ export class CliSession {
         }
         return r;
       }
-      case 'video': {
-        const r = await c.setVideo(cmd.on);
-        this.note(`Your video is ${cmd.on ? 'on' : 'off'} (signalling only: no video is sent yet)`);
+      case 'video':
+        await this.media.set('camera', cmd.on);
+        return { video: cmd.on };
+      case 'screen':
+        await this.media.set('screen', cmd.on);
+        return { screen: cmd.on };
+      case 'stop-video': {
+        const r = await c.stopVideo(cmd.user, cmd.kind);
+        this.note(`${r.user.username}'s ${cmd.kind === 'screen' ? 'screen share' : 'camera'} is off`);
         return r;
+      }
+      case 'stats': {
+        const lines = this.media.statsLines();
+        this.lines(lines);
+        return { lines };
       }
       case 'audio': {
         const r = await c.setAudio(cmd.on);

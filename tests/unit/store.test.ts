@@ -100,18 +100,18 @@ describe('Store migrations', () => {
     for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1]);
   });
 
-  it('reopening is idempotent: no migration runs twice and the data is kept', () => {
+  it('reopening is idempotent: no migration runs twice and the data is kept', async () => {
     const dir = tmpDir();
     const s1 = open(dir);
     s1.saveRoom(room('r1', { is_private: true, password_hash: 'scrypt$x', settings: { topic: 'plans', n: 2 } }));
     s1.insertChat(chat('r1', 1));
-    s1.close();
+    await s1.close();
     const before = inspect(dir, (db) => db.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all());
 
     for (let i = 0; i < 3; i++) {
       const again = open(dir);
       expect(again.schemaVersion).toBe(NEWEST);
-      again.close();
+      await again.close();
     }
     const after = inspect(dir, (db) => db.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all());
     expect(after).toEqual(before);
