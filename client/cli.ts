@@ -190,6 +190,7 @@ export type Command =
   | { name: 'video' | 'audio' | 'screen'; on: boolean }
   | { name: 'stop-video'; user: string; kind: 'video' | 'screen' }
   | { name: 'stats' }
+  | { name: 'video-set'; width?: number; height?: number; fps?: number; quality?: number }
   | { name: 'wait'; seconds: number };
 
 /** A command line that does not parse: printed with the command's usage. */
@@ -386,6 +387,34 @@ export const COMMANDS: readonly CommandSpec[] = [
         throw usage('/stop-video USER [screen]');
       }
       return { name: 'stop-video', user: t[0], kind: t[1]?.toLowerCase() === 'screen' ? 'screen' : 'video' };
+    },
+  },
+  {
+    name: 'video-set',
+    usage: '/video-set [size WxH] [fps N] [quality N]',
+    help: 'change what you send while it runs (capture is not restarted)',
+    parse: (a) => {
+      const u = '/video-set [size WxH] [fps N] [quality N]';
+      const t = tokenize(a);
+      if (t.length === 0 || t.length % 2) throw usage(u);
+      const cmd: Extract<Command, { name: 'video-set' }> = { name: 'video-set' };
+      for (let i = 0; i < t.length; i += 2) {
+        const [key, value] = [t[i].toLowerCase(), t[i + 1]];
+        if (key === 'size') {
+          const m = /^(\d{1,4})x(\d{1,4})$/.exec(value);
+          if (!m || Number(m[1]) % 2 || Number(m[2]) % 2 || Number(m[1]) < 16 || Number(m[2]) < 16) {
+            throw new CommandUsageError(`size must be WIDTHxHEIGHT in even numbers, e.g. 320x240; ${usage(u).message}`);
+          }
+          cmd.width = Number(m[1]);
+          cmd.height = Number(m[2]);
+        } else if (key === 'fps' || key === 'quality') {
+          const n = Number(value);
+          const max = key === 'fps' ? 60 : 100;
+          if (!/^\d+$/.test(value) || n < 1 || n > max) throw new CommandUsageError(`${key} must be 1 to ${max}; ${usage(u).message}`);
+          cmd[key] = n;
+        } else throw new CommandUsageError(`unknown setting ${key}; ${usage(u).message}`);
+      }
+      return cmd;
     },
   },
   { name: 'stats', usage: '/stats', help: 'show media figures: what you send and receive (fps, kbit/s, loss, jitter, delay)', parse: noArgs('stats', '/stats') },
@@ -1125,6 +1154,15 @@ export class CliSession {
         const r = await c.stopVideo(cmd.user, cmd.kind);
         this.note(`${r.user.username}'s ${cmd.kind === 'screen' ? 'screen share' : 'camera'} is off`);
         return r;
+      }
+      case 'video-set': {
+        const v = this.media.video;
+        if (cmd.width && cmd.height) v.setSize(cmd.width, cmd.height);
+        if (cmd.fps) v.setFps(cmd.fps);
+        if (cmd.quality) v.setQuality(cmd.quality);
+        const s = v.settings;
+        this.note(`Video settings: ${s.width}x${s.height}, ${s.fps} fps, quality ${s.quality}`);
+        return { ...s };
       }
       case 'stats': {
         const lines = this.media.statsLines();

@@ -27,6 +27,19 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
+/** WxH of a JPEG file, read from its SOF marker (synchronous, for polling). */
+function sharpSizeSync(file: string): string {
+  const b = fs.readFileSync(file);
+  for (let i = 2; i + 9 < b.length; ) {
+    if (b[i] !== 0xff) return '';
+    const marker = b[i + 1];
+    const len = b.readUInt16BE(i + 2);
+    if (marker >= 0xc0 && marker <= 0xc2) return `${b.readUInt16BE(i + 7)}x${b.readUInt16BE(i + 5)}`;
+    i += 2 + len;
+  }
+  return '';
+}
+
 function cli(args: string[]): RunningProcess {
   const p = runTs('run_client.ts', args, { LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', DISPLAY: '' });
   procs.push(p);
@@ -47,6 +60,10 @@ describe('CLI video', () => {
     expect(parseCommand('/stop-video "Bob Smith" screen')).toEqual({ name: 'stop-video', user: 'Bob Smith', kind: 'screen' });
     expect(() => parseCommand('/stop-video bob audio')).toThrow(CommandUsageError);
     expect(parseCommand('/stats')).toEqual({ name: 'stats' });
+    expect(parseCommand('/video-set size 320x240 fps 10')).toEqual({ name: 'video-set', width: 320, height: 240, fps: 10 });
+    expect(() => parseCommand('/video-set size 321x240')).toThrow(CommandUsageError);
+    expect(() => parseCommand('/video-set fps')).toThrow(CommandUsageError);
+    expect(() => parseCommand('/video-set colour red')).toThrow(/unknown setting colour/);
   });
 
   it('a bot with --camera testsrc2 is seen by a viewer with --save-dir --save-video: latest JPEGs and a playable MKV; /stats; a host stops the camera', async () => {
@@ -70,6 +87,19 @@ describe('CLI video', () => {
     await viewer.waitFor(/receiving bot video: [\d.]+ fps, \d+ kbit\/s, packet loss [\d.]+%/);
     bot.type('/stats');
     await bot.waitFor(/sending camera: 320x240 at [\d.]+ fps/);
+
+    // Live changes reach the viewer without restarting capture.
+    bot.type('/video-set size 160x120 quality 40');
+    await bot.waitFor(/Video settings: 160x120, 10 fps, quality 40/);
+    await waitUntil(() => {
+      try {
+        return fs.readFileSync(jpg).readUInt16BE(0) === 0xffd8 && sharpSizeSync(jpg) === '160x120';
+      } catch {
+        return false;
+      }
+    }, 10_000, 'a 160x120 frame at the viewer');
+    bot.type('/stats');
+    await bot.waitFor(/sending camera: 160x120 at [\d.]+ fps, quality 40, .* capture restarts 0/);
 
     viewer.type('/stop-video bot');
     await viewer.waitFor(/bot's camera is off/);

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client } from '../../client/main_client';
@@ -63,6 +64,20 @@ describe('run_server.ts', () => {
       procs.push(p);
       expect(await p.exited).toBe(1);
       expect(p.stderr()).toMatch(/already in use.*--port/);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('a UDP media port in use exits 1 and names the flag to change', async () => {
+    const blocker = dgram.createSocket('udp4');
+    await new Promise<void>((r) => blocker.bind(0, '127.0.0.1', () => r()));
+    const udpPort = blocker.address().port;
+    try {
+      const p = runTs('run_server.ts', ['--host', '127.0.0.1', '--port', String(await freePort()), '--data-dir', dir(), '--video-port', '0', '--audio-port', '0', '--screen-port', String(udpPort), '--feedback-port', '0']);
+      procs.push(p);
+      expect(await p.exited).toBe(1);
+      expect(p.stderr()).toMatch(new RegExp(`UDP port ${udpPort} is already in use.*choose another --screen-port`));
     } finally {
       blocker.close();
     }
