@@ -85,4 +85,37 @@ describe('media through an impaired network', () => {
     await waitUntil(() => (server.media.participantStats(ann.userId!)?.reports.video?.lossMaxBp ?? 0) > 0, 4000, 'loss in reports');
     expect(group.stats().video.downstream.dropped_loss).toBeGreaterThan(0);
   }, 60_000);
+
+  it('a client whose address changes (a NAT rebinding) is re-learned: it registers again and keeps receiving', async () => {
+    const server = await h.server();
+    // The proxy forgets an idle mapping after 300 ms, so each of bob's keepalives (every
+    // 1 s here) leaves from a new source port, as behind a NAT with a short timeout.
+    group = await ImpairmentProxy.many(
+      Object.fromEntries(Object.entries(server.media.ports).map(([k, port]) => [k, { host: '127.0.0.1', port }])),
+      { seed: 7, idleTimeoutMs: 300 },
+    );
+    const ann = await h.client(server, 'ann');
+    const bob = await h.client(server, 'bob', { mediaOptions: { portsOverride: group.ports, keepaliveMs: 1000 } });
+    const room = await ann.createRoom({ name: 'Moving' });
+    await ann.joinRoom(room.room_id);
+    await bob.joinRoom(room.room_id);
+    await Promise.all([ann.waitForMedia(), bob.waitForMedia()]);
+    await ann.setVideo(true);
+    const first = server.media.participantStats(bob.userId!)!.registered.video;
+    const got: MediaFrame[] = [];
+    bob.on('frame', (f) => got.push(f));
+    const jpeg = await testJpeg(1, 160, 120);
+    const seen = new Set<string>([first!]);
+    // Frames every 500 ms for 4 s: bob's mapping idles out between them and moves.
+    for (let i = 0; i < 8; i++) {
+      await sleep(500);
+      ann.sendFrame('video', jpeg, nowUs());
+      const now = server.media.participantStats(bob.userId!)!.registered.video;
+      if (now) seen.add(now);
+    }
+    await sleep(300);
+    expect(seen.size).toBeGreaterThan(1);
+    // Re-registration takes a round trip; most frames still arrive.
+    expect(got.length).toBeGreaterThanOrEqual(3);
+  }, 30_000);
 });
