@@ -42,6 +42,7 @@ export class VideoCall extends TypedEmitter<VideoCallEvents> {
   settings: VideoSettings;
   private readonly onStopVideo: (d: { kind: 'video' | 'screen'; by: { username: string } }) => void;
   private closed = false;
+  private readonly onRoom: (room: unknown) => void;
 
   constructor(
     readonly client: Client,
@@ -57,6 +58,15 @@ export class VideoCall extends TypedEmitter<VideoCallEvents> {
       void this.stopLocal(stream).then(() => this.emit('local', { stream, on: false, by: d.by.username }));
     };
     client.on('stop_video', this.onStopVideo);
+    // Out of the room (left, kicked, meeting ended): the camera goes off, as in any
+    // meeting app; nobody would see it and its light would still be on.
+    this.onRoom = (room) => {
+      if (room || this.closed) return;
+      for (const stream of ['camera', 'screen'] as const) {
+        if (this.senders[stream]) void this.stop(stream).catch((e: unknown) => this.emit('error', Object.assign(e as Error, { stream })));
+      }
+    };
+    client.on('room', this.onRoom);
   }
 
   isOn(stream: VideoStream): boolean {
@@ -143,6 +153,7 @@ export class VideoCall extends TypedEmitter<VideoCallEvents> {
     if (this.closed) return;
     this.closed = true;
     this.client.off('stop_video', this.onStopVideo);
+    this.client.off('room', this.onRoom);
     await Promise.all((['camera', 'screen'] as const).map((s) => this.stopLocal(s)));
   }
 }

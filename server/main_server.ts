@@ -1,8 +1,10 @@
 /**
  * The meeting server's control plane: TCP 8888, sessions, users, rooms, chat and
- * host controls. It owns everything below it (ownership tree, CONVENTIONS.md 7):
- * Server -> {Store, UserManager, RoomManager, Session*}; close() is idempotent and
- * releases every socket, timer and the database.
+ * host controls, and the owner of the UDP media relay. It owns everything below it
+ * (ownership tree, CONVENTIONS.md 7): Server -> {Store, UserManager, RoomManager,
+ * MediaServer, Session*}; close() is idempotent and releases every socket, timer and
+ * the database. The relay is told directly (addParticipant, removeParticipant,
+ * setAllowed), so a host action takes effect on the next datagram.
  *
  * Every request is validated against shared/protocol/messages.ts before a handler
  * sees it; a handler returns the SUCCESS data (or throws a ProtocolError, sent as
@@ -131,9 +133,9 @@ export type ServerEvents = {
   user_update: [UserInfo];
   room_update: [RoomInfo];
   room_removed: [string];
-  /** A host mute changed: the media plane drops this user's audio while muted. */
+  /** A host mute changed (for observers: the monitor, a recorder; the relay is told directly). */
   mute_changed: [{ user_id: string; room_id: string | null; muted: boolean }];
-  /** A user left a room (left, kicked, ended, offline): the media plane stops forwarding. */
+  /** A user left a room (left, kicked, ended, offline); the relay has already stopped forwarding. */
   room_left: [{ user_id: string; room_id: string; reason: string }];
   chat: [ChatEntry];
   closed: [];

@@ -64,6 +64,14 @@ describe('video end to end', () => {
     expect(got.get(dan)!).toHaveLength(0);
     // Senders learn how they are received.
     await waitUntil(() => server.media.participantStats(clients[0].userId!)?.reports.video?.receivers === 2, 5000, 'reports');
+    // Leaving the room turns the camera off: capture stops and the server's flag is cleared.
+    const cat = clients[2];
+    const catCall = calls[2];
+    const pid = catCall.stats().camera!.pid;
+    await cat.leaveRoom();
+    await waitUntil(() => !catCall.isOn('camera') && server.users.get(cat.userId!)?.videoEnabled === false, 5000, 'camera off after leaving');
+    expect(pid).not.toBeNull();
+    expect(() => process.kill(pid!, 0)).toThrow();
   }, 60_000);
 
   it('a shared Xvfb screen showing a known image arrives as that image (small mean error after JPEG)', async (ctx) => {
