@@ -19,10 +19,9 @@ import { TypedEmitter } from '../shared/events';
 import { Logger } from '../shared/log';
 import {
   decodeSenderAggregates,
-  encodeMediaPacket,
+  encodeControlPacket,
   encodeReceptionRecords,
   fragmentFrame,
-  LEVEL_SILENT,
   MAX_MEDIA_PAYLOAD,
   MAX_RECORDS_PER_REPORT,
   MediaFlags,
@@ -40,6 +39,7 @@ import {
 } from '../shared/protocol/media_packet';
 import type { MediaGrant } from '../shared/protocol/messages';
 import { StreamReassembler, type ReassembledFrame } from './reassembler';
+import { ipLiteralLookup } from '../shared/udp';
 
 export const LINK_PORTS = ['video', 'audio', 'screen', 'feedback'] as const;
 export type LinkPortName = (typeof LINK_PORTS)[number];
@@ -229,7 +229,8 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     const grantPorts = this.options.grant.ports;
     for (const name of LINK_PORTS) {
       const i = PORT_INDEX[name];
-      const sock = dgram.createSocket('udp4');
+      // The relay's address is resolved once above; skip dns.lookup on every send.
+      const sock = dgram.createSocket({ type: 'udp4', lookup: ipLiteralLookup });
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject);
         sock.bind(0, () => {
@@ -302,22 +303,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       if (st.cookie) st.cookie.copy(payload, 16);
       this.sendRaw(
         i,
-        encodeMediaPacket(
-          {
-            kind: MediaKind.HELLO,
-            flags: 0,
-            layer: 0,
-            level: LEVEL_SILENT,
-            streamId: this.streamId,
-            token: this.token,
-            seq: 0,
-            frameId: 0,
-            fragIndex: 0,
-            fragCount: 1,
-            captureTsUs: 0,
-          },
-          payload,
-        ),
+        encodeControlPacket(MediaKind.HELLO, this.streamId, this.token, payload),
       );
     }
   }
@@ -472,22 +458,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       const payload = encodeReceptionRecords(records.slice(i, i + MAX_RECORDS_PER_REPORT));
       this.sendRaw(
         3,
-        encodeMediaPacket(
-          {
-            kind: MediaKind.RECEIVER_REPORT,
-            flags: 0,
-            layer: 0,
-            level: LEVEL_SILENT,
-            streamId: this.streamId,
-            token: this.token,
-            seq: 0,
-            frameId: 0,
-            fragIndex: 0,
-            fragCount: 1,
-            captureTsUs: now,
-          },
-          payload,
-        ),
+        encodeControlPacket(MediaKind.RECEIVER_REPORT, this.streamId, this.token, payload, { captureTsUs: now }),
       );
     }
   }

@@ -18,12 +18,12 @@
 import dgram from 'node:dgram';
 import { createHmac, randomBytes } from 'node:crypto';
 import { TypedEmitter } from '../shared/events';
+import { ipLiteralLookup } from '../shared/udp';
 import { Logger } from '../shared/log';
 import {
   decodeReceptionRecords,
-  encodeMediaPacket,
+  encodeControlPacket,
   encodeSenderAggregates,
-  LEVEL_SILENT,
   MediaFlags,
   MediaKind,
   MEDIA_HEADER_BYTES,
@@ -238,7 +238,7 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     const wanted = MEDIA_PORT_NAMES.map((n) => this.options.ports[n]);
     try {
       for (let i = 0; i < 4; i++) {
-        const sock = dgram.createSocket({ type: 'udp4', reuseAddr: false });
+        const sock = dgram.createSocket({ type: 'udp4', reuseAddr: false, lookup: ipLiteralLookup });
         this.sockets.push(sock);
         await new Promise<void>((resolve, reject) => {
           sock.once('error', (e: NodeJS.ErrnoException & { flag?: string; port?: number }) => {
@@ -434,22 +434,11 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     buf.copy(payload, 0, MEDIA_HEADER_BYTES, MEDIA_HEADER_BYTES + 8);
     writeU64(payload, nowUs(), 8);
     cookie.copy(payload, 16);
-    const ack = encodeMediaPacket(
-      {
-        kind: MediaKind.HELLO_ACK,
-        flags,
-        layer: 0,
-        level: LEVEL_SILENT,
-        streamId: p.streamId,
-        token: EMPTY_TOKEN,
-        seq: buf.readUInt32BE(OFFSET.seq),
-        frameId: 0,
-        fragIndex: 0,
-        fragCount: 1,
-        captureTsUs: readU64(buf, OFFSET.captureTs),
-      },
-      payload,
-    );
+    const ack = encodeControlPacket(MediaKind.HELLO_ACK, p.streamId, EMPTY_TOKEN, payload, {
+      flags,
+      seq: buf.readUInt32BE(OFFSET.seq),
+      captureTsUs: readU64(buf, OFFSET.captureTs),
+    });
     this.sockets[portIndex].send(ack, rinfo.port, rinfo.address);
   }
 
@@ -480,22 +469,9 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
       const aggregates = this.aggregate(p, now);
       const to = p.reg[FEEDBACK];
       if (to && aggregates.length) {
-        const packet = encodeMediaPacket(
-          {
-            kind: MediaKind.SENDER_REPORT,
-            flags: 0,
-            layer: 0,
-            level: LEVEL_SILENT,
-            streamId: p.streamId,
-            token: EMPTY_TOKEN,
-            seq: 0,
-            frameId: 0,
-            fragIndex: 0,
-            fragCount: 1,
-            captureTsUs: nowUs(),
-          },
-          encodeSenderAggregates(aggregates),
-        );
+        const packet = encodeControlPacket(MediaKind.SENDER_REPORT, p.streamId, EMPTY_TOKEN, encodeSenderAggregates(aggregates), {
+          captureTsUs: nowUs(),
+        });
         this.sockets[FEEDBACK]?.send(packet, to.port, to.address);
       }
     }

@@ -160,6 +160,35 @@ export function encodeMediaPacket(h: MediaHeader, payload: Buffer = EMPTY): Buff
 const EMPTY = Buffer.alloc(0);
 
 /**
+ * A datagram that is not part of a frame (HELLO, HELLO_ACK, reports): one fragment of
+ * one, no layer, silent level; `seq` and `captureTsUs` as the kind uses them.
+ */
+export function encodeControlPacket(
+  kind: number,
+  streamId: number,
+  token: Buffer,
+  payload: Buffer,
+  o: { flags?: number; seq?: number; captureTsUs?: number } = {},
+): Buffer {
+  return encodeMediaPacket(
+    {
+      kind,
+      flags: o.flags ?? 0,
+      layer: 0,
+      level: LEVEL_SILENT,
+      streamId,
+      token,
+      seq: o.seq ?? 0,
+      frameId: 0,
+      fragIndex: 0,
+      fragCount: 1,
+      captureTsUs: o.captureTsUs ?? 0,
+    },
+    payload,
+  );
+}
+
+/**
  * Why a datagram is not a well-formed media packet, or null. Cheap: the relay calls
  * it on every packet. Fragment fields are checked for media kinds only.
  */
