@@ -601,10 +601,9 @@ export class Client extends TypedEmitter<ClientEvents> {
     });
     link.on('sender_report', (r) => this.emit('sender_report', r));
     link.on('error', (e) => this.emit('media_error', e));
-    link.start().then(
-      () => this.media === link && this.emit('media_ready', link),
-      (e: ProtocolError) => this.media === link && this.emit('media_error', e),
-    );
+    // Registered (again, after an address change) or not: both come as the link's events.
+    link.on('registered', () => this.media === link && this.emit('media_ready', link));
+    link.start().catch(() => undefined);
   }
 
   private async detachMedia(): Promise<void> {

@@ -260,16 +260,18 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     }, 100);
     this.expireTimer.unref();
     if (this.registeredAll) return;
+    // The hello timer reports MEDIA_UNREACHABLE once (an 'error' event) and keeps trying.
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off('registered', onReg);
-        reject(this.unreachable());
-      }, this.o.registrationTimeoutMs);
       const onReg = () => {
-        clearTimeout(timer);
+        this.off('error', onErr);
         resolve();
       };
+      const onErr = (e: ProtocolError) => {
+        this.off('registered', onReg);
+        reject(e);
+      };
       this.once('registered', onReg);
+      this.once('error', onErr);
     });
   }
 

@@ -162,6 +162,25 @@ describe('media relay', () => {
     await waitUntil(() => drops().wrong_port >= 1, 2000, 'wrong port');
   });
 
+  it('UDP blocked: the client says MEDIA_UNREACHABLE once, keeps trying, and chat goes on', async () => {
+    const server = await h.server();
+    const gone = await peer(); // a port where nothing answers: a firewall that drops UDP
+    const deaf = gone.port;
+    const ann = await h.client(server, 'ann', {
+      mediaOptions: { portsOverride: { video: deaf, audio: deaf, screen: deaf, feedback: deaf }, registrationTimeoutMs: 400 },
+    });
+    const errors: string[] = [];
+    ann.on('media_error', (e) => errors.push(e.code));
+    const room = await ann.createRoom({ name: 'Walled' });
+    await ann.joinRoom(room.room_id);
+    await rejectsWith(ann.waitForMedia(3000), 'MEDIA_UNREACHABLE');
+    await sleep(600);
+    expect(errors).toEqual(['MEDIA_UNREACHABLE']);
+    expect((await ann.sendChat('chat still works')).seq).toBeGreaterThan(0);
+    expect(gone.received.length).toBeGreaterThan(2); // it kept trying
+    expect(ann.sendFrame('video', Buffer.from('x'), nowUs())).toBe(false);
+  });
+
   it('fuzzed datagrams on every port crash neither the server nor a client, and media goes on', async () => {
     const { server, clients } = await h.meeting(['ann', 'bob']);
     const [ann, bob] = clients;
