@@ -1,18 +1,18 @@
 /**
  * Shared helpers for the bench scripts: percentiles, machine info, results files,
  * the one-line summary every bench prints last, forked server children with a small
- * request/reply channel over IPC, and a CPU-profile summarizer.
+ * request/reply channel over IPC (both ends), and a CPU-profile summarizer.
  *
  * Conventions for a bench script in bench/ (run_all.ts relies on them):
  *  - it runs by itself (`ts-node bench/NAME.ts`), bounded in time, and exits;
  *  - it writes bench/results/NAME.json;
  *  - its last stdout line is `bench:NAME key=value ...` (see finalLine).
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver, type EventLoopUtilization, type IntervalHistogram } from 'node:perf_hooks';
 
 export const BENCH_DIR = __dirname;
 export const REPO_ROOT = path.resolve(__dirname, '..');
@@ -227,6 +227,7 @@ export type ChildMessage =
 export interface ChildRequest {
   kind: 'request';
   id: number;
+  /** A word, optionally followed by a space and JSON (the word's argument). */
   cmd: string;
 }
 
@@ -321,6 +322,102 @@ export function forkTs(script: string, args: string[], opts: { nodeArgs?: string
   });
 }
 
+/** What a bench child serves to its parent (see serveChild). */
+export interface ServedChild {
+  /** Sent in the `ready` message: where the parent aims its load. */
+  port: number;
+  /** The `counters` field of every `stats` reply. */
+  counters?: () => Record<string, unknown>;
+  /** Fields of this child's own, added to every `stats` reply after the common ones. */
+  stats?: () => Record<string, unknown>;
+  /** Commands other than `stats` and `close`; without it they are refused. */
+  command?: (cmd: string, arg: unknown) => unknown;
+  /** Its result is the `close` reply. */
+  close: () => Promise<unknown>;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? (e.stack ?? e.message) : String(e);
+}
+
+/**
+ * The child end of forkTs: starts the service, sends `ready`, then answers requests
+ * (`stats`, `close`, the child's own commands) until told to close, SIGTERM, or the
+ * parent going away. `name` (the script's, without .ts) prefixes a fatal error, which
+ * exits with code 1.
+ */
+export function serveChild(name: string, start: () => Promise<ServedChild>): void {
+  void (async () => {
+    // Before start(): a child that cannot be talked to must not leave a server or data directory behind.
+    if (!process.send) throw new Error(`${name}.ts must be forked with an IPC channel (bench/lib.ts forkTs)`);
+    const send = (m: ChildMessage, cb?: () => void) => process.send!(m, undefined, {}, cb ? () => cb() : undefined);
+    const running = await start();
+    let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+    const stalls = new LoopMonitor();
+    let closing = false;
+
+    const shutdown = async (): Promise<unknown> => {
+      closing = true;
+      stalls.stop();
+      // A close that hangs must not outlive the bench (exit code 3 tells it apart).
+      const t = setTimeout(() => process.exit(3), 10_000);
+      t.unref();
+      return running.close();
+    };
+
+    process.on('message', (m: ChildRequest) => {
+      if (!m || m.kind !== 'request') return;
+      const reply = (p: Promise<unknown>, after?: () => void) =>
+        p.then(
+          (result) => send({ kind: 'reply', id: m.id, ok: true, result: result ?? null }, after),
+          (e: unknown) => send({ kind: 'reply', id: m.id, ok: false, error: errorText(e) }, after),
+        );
+      const sp = m.cmd.indexOf(' ');
+      const cmd = sp < 0 ? m.cmd : m.cmd.slice(0, sp);
+      if (cmd === 'stats') {
+        const now = performance.eventLoopUtilization();
+        const elu = performance.eventLoopUtilization(now, lastElu);
+        lastElu = now;
+        const cpu = process.cpuUsage();
+        void reply(
+          Promise.resolve({
+            // The clock of --cpu-prof sample times (microseconds).
+            hrtime_us: Number(process.hrtime.bigint() / 1000n),
+            cpu_user_us: cpu.user,
+            cpu_system_us: cpu.system,
+            /** Event-loop utilization since the previous `stats`. */
+            elu_since_last: elu.utilization,
+            /** Event-loop delay and GC pauses since the previous `stats`. */
+            stalls: stalls.take(),
+            rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
+            ...(running.counters ? { counters: running.counters() } : {}),
+            ...running.stats?.(),
+          }),
+        );
+      } else if (cmd === 'close') {
+        // Exit normally (not by a signal), so --cpu-prof writes its profile.
+        void reply(shutdown(), () => setImmediate(() => process.exit(0)));
+      } else if (running.command) {
+        const command = running.command;
+        // In the executor, so that a throwing command or bad JSON becomes an error reply.
+        void reply(new Promise((resolve) => resolve(command(cmd, sp < 0 ? undefined : (JSON.parse(m.cmd.slice(sp + 1)) as unknown)))));
+      } else {
+        void reply(Promise.reject(new Error(`unknown command ${m.cmd}`)));
+      }
+    });
+    // Bounded: the parent gone (crash, Ctrl-C) means we are done too.
+    process.on('disconnect', () => {
+      if (closing) return;
+      void shutdown().finally(() => process.exit(0));
+    });
+    process.on('SIGTERM', () => void shutdown().finally(() => process.exit(0)));
+    send({ kind: 'ready', port: running.port, pid: process.pid });
+  })().catch((e: unknown) => {
+    process.stderr.write(`${name}: ${errorText(e)}\n`);
+    process.exit(1);
+  });
+}
+
 // ------------------------------------------------------------ CPU profiles
 
 interface CpuProfileNode {
@@ -385,4 +482,35 @@ function shortUrl(url: string): string {
   const nm = u.lastIndexOf('node_modules/');
   if (nm >= 0) return u.slice(nm + 'node_modules/'.length);
   return u.startsWith(REPO_ROOT) ? path.relative(REPO_ROOT, u) : u;
+}
+
+/**
+ * `count` raw RGB frames of ffmpeg's testsrc2 (the bundled ffmpeg) at w x h, with light
+ * temporal noise like a camera sensor's (without it testsrc2 compresses to ~20 KB at
+ * 640x480 q80, unlike a real camera). Held in memory, so encode can be timed alone.
+ */
+export function testsrc2RawFrames(o: { width: number; height: number; count: number; fps?: number; noise?: number }): Promise<Buffer[]> {
+  const ffmpegPath = (require('@ffmpeg-installer/ffmpeg') as { path: string }).path;
+  const frameBytes = o.width * o.height * 3;
+  return new Promise<Buffer[]>((resolve, reject) => {
+    const p = spawn(ffmpegPath, [
+      '-v', 'error',
+      '-f', 'lavfi', '-i', `testsrc2=size=${o.width}x${o.height}:rate=${o.fps ?? 30}`,
+      '-vf', `noise=alls=${o.noise ?? 0}:allf=t`,
+      '-frames:v', String(o.count),
+      '-pix_fmt', 'rgb24', '-f', 'rawvideo', 'pipe:1',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const chunks: Buffer[] = [];
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => chunks.push(d));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 30_000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      const all = Buffer.concat(chunks);
+      if (code !== 0 || all.length !== frameBytes * o.count) reject(new Error(`ffmpeg exited ${code} with ${all.length} bytes: ${err}`));
+      else resolve(Array.from({ length: o.count }, (_, i) => all.subarray(i * frameBytes, (i + 1) * frameBytes)));
+    });
+  });
 }

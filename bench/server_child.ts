@@ -26,22 +26,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
 import { Server } from '../server/main_server';
-import { LoopMonitor, type ChildMessage, type ChildRequest } from './lib';
+import { serveChild, type ServedChild } from './lib';
 
 /** High enough never to bind: the bench measures the server, not its rate limiter. */
 const UNLIMITED_CHAT = 1e9;
 
-interface Running {
-  port: number;
-  counters: () => Record<string, number>;
-  close: () => Promise<Record<string, unknown>>;
-}
-
-async function startOurs(): Promise<Running> {
+async function startOurs(): Promise<ServedChild> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-'));
   const server = new Server({
     host: '127.0.0.1',
@@ -79,7 +72,7 @@ async function startOurs(): Promise<Running> {
   };
 }
 
-async function startBare(): Promise<Running> {
+async function startBare(): Promise<ServedChild> {
   const conns = new Set<net.Socket>();
   const counters = { connections: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0 };
   // The same transport batching as the product's Session.sendFrame: writes are corked
@@ -145,67 +138,8 @@ async function startBare(): Promise<Running> {
   };
 }
 
-async function main(): Promise<void> {
+serveChild('server_child', () => {
   const mode = process.argv[2];
   if (mode !== 'ours' && mode !== 'bare') throw new Error(`usage: server_child.ts ours|bare (got ${mode})`);
-  if (!process.send) throw new Error('server_child.ts must be forked with an IPC channel (bench/lib.ts forkTs)');
-  const send = (m: ChildMessage, cb?: () => void) => process.send!(m, undefined, {}, cb ? () => cb() : undefined);
-  const running = mode === 'ours' ? await startOurs() : await startBare();
-  let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
-  const stalls = new LoopMonitor();
-  let closing = false;
-
-  const shutdown = async (): Promise<Record<string, unknown>> => {
-    closing = true;
-    stalls.stop();
-    const t = setTimeout(() => process.exit(3), 10_000);
-    t.unref();
-    return running.close();
-  };
-
-  process.on('message', (m: ChildRequest) => {
-    if (!m || m.kind !== 'request') return;
-    const reply = (p: Promise<unknown>, after?: () => void) =>
-      p.then(
-        (result) => send({ kind: 'reply', id: m.id, ok: true, result: result ?? null }, after),
-        (e: unknown) => send({ kind: 'reply', id: m.id, ok: false, error: e instanceof Error ? (e.stack ?? e.message) : String(e) }, after),
-      );
-    if (m.cmd === 'stats') {
-      const now = performance.eventLoopUtilization();
-      const elu = performance.eventLoopUtilization(now, lastElu);
-      lastElu = now;
-      const cpu = process.cpuUsage();
-      void reply(
-        Promise.resolve({
-          // The clock of --cpu-prof sample times (microseconds).
-          hrtime_us: Number(process.hrtime.bigint() / 1000n),
-          cpu_user_us: cpu.user,
-          cpu_system_us: cpu.system,
-          /** Event-loop utilization since the previous `stats`. */
-          elu_since_last: elu.utilization,
-          /** Event-loop delay and GC pauses since the previous `stats`. */
-          stalls: stalls.take(),
-          rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
-          counters: running.counters(),
-        }),
-      );
-    } else if (m.cmd === 'close') {
-      // Exit normally (not by a signal), so --cpu-prof writes its profile.
-      void reply(shutdown(), () => setImmediate(() => process.exit(0)));
-    } else {
-      void reply(Promise.reject(new Error(`unknown command ${m.cmd}`)));
-    }
-  });
-  // Bounded: the parent gone (crash, Ctrl-C) means we are done too.
-  process.on('disconnect', () => {
-    if (closing) return;
-    void shutdown().finally(() => process.exit(0));
-  });
-  process.on('SIGTERM', () => void shutdown().finally(() => process.exit(0)));
-  send({ kind: 'ready', port: running.port, pid: process.pid });
-}
-
-main().catch((e: unknown) => {
-  process.stderr.write(`server_child: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
+  return mode === 'ours' ? startOurs() : startBare();
 });

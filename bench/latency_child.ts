@@ -1,0 +1,32 @@
+/**
+ * The server side of bench/latency.ts, in a process of its own so that the relay's
+ * event loop is not the one that also encodes, decodes and reassembles (forked by
+ * lib.ts forkTs; talks over the IPC channel).
+ *
+ *   latency_child.ts   the product's Server on 127.0.0.1: TCP port 0 and the four UDP
+ *                      media ports 0 (picked by the kernel), a fresh temporary data
+ *                      directory, log level warn; everything else at its defaults.
+ *
+ * Commands (IPC): `stats` -> CPU time, event-loop utilization and stalls, clock, the
+ * media relay's totals; `close` -> closes the server, then the process exits by
+ * itself (so --cpu-prof writes its profile). It also exits when the parent goes away.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Server } from '../server/main_server';
+import { serveChild } from './lib';
+
+serveChild('latency_child', async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-latency-'));
+  const server = new Server({ host: '127.0.0.1', port: 0, videoPort: 0, audioPort: 0, screenPort: 0, feedbackPort: 0, dataDir, logLevel: 'warn' });
+  await server.start();
+  return {
+    port: server.port,
+    stats: () => ({ media: server.mediaStats().totals }),
+    close: async () => {
+      await server.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+});
