@@ -90,6 +90,7 @@ import {
   type LatencySummary,
   type LoopStalls,
   type MachineCpu,
+  runBench,
 } from './lib';
 
 const ROOM_SIZE = 50;
@@ -921,21 +922,12 @@ async function main(): Promise<number> {
   return complete ? 0 : 1;
 }
 
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench:control: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
-  for (const c of children) c.proc.kill('SIGKILL');
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-
-main().then(
-  async (code) => {
-    clearTimeout(watchdog);
-    process.exit(code);
+runBench('control', main, {
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  cleanup: async (hard) => {
+    for (const c of children) {
+      if (hard) c.proc.kill('SIGKILL');
+      else await c.kill().catch(() => undefined);
+    }
   },
-  async (e: unknown) => {
-    clearTimeout(watchdog);
-    process.stderr.write(`bench:control failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    for (const c of children) await c.kill().catch(() => undefined);
-    process.exit(1);
-  },
-);
+});

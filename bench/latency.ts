@@ -69,6 +69,7 @@ import {
   writeResults,
   type ForkedChild,
   type LoopStalls,
+  runBench,
   testsrc2RawFrames,
 } from './lib';
 
@@ -501,22 +502,11 @@ async function main(): Promise<number> {
   return complete ? 0 : 1;
 }
 
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench:latency: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
-  child?.proc.kill('SIGKILL');
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-
-main().then(
-  (code) => {
-    clearTimeout(watchdog);
-    process.exit(code);
-  },
-  async (e: unknown) => {
-    clearTimeout(watchdog);
-    process.stderr.write(`bench:latency failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+runBench('latency', main, {
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  cleanup: async (hard) => {
+    if (hard) return child?.proc.kill('SIGKILL');
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await child?.kill().catch(() => undefined);
-    process.exit(1);
   },
-);
+});

@@ -514,3 +514,33 @@ export function testsrc2RawFrames(o: { width: number; height: number; count: num
     });
   });
 }
+
+/**
+ * Runs a bench's main() bounded in time and exits with its code. On a crash or after
+ * `timeoutMs`, `cleanup` (kill children, close clients) runs before exit 1, so a
+ * stuck bench never leaves processes behind.
+ */
+export function runBench(
+  name: string,
+  main: () => Promise<number>,
+  o: { timeoutMs: number; cleanup: (hard: boolean) => Promise<unknown> | void },
+): void {
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`bench:${name}: gave up after ${o.timeoutMs / 1000} s\n`);
+    void o.cleanup(true);
+    process.exit(1);
+  }, o.timeoutMs);
+  main().then(
+    (code) => {
+      clearTimeout(watchdog);
+      process.exit(code);
+    },
+    async (e: unknown) => {
+      clearTimeout(watchdog);
+      process.stderr.write(`bench:${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      await Promise.resolve(o.cleanup(false)).catch(() => undefined);
+      process.exit(1);
+    },
+  );
+}
+

@@ -124,6 +124,7 @@ import {
   type HotFunction,
   type LoopStalls,
   type MachineCpu,
+  runBench,
   testsrc2RawFrames,
 } from './lib';
 
@@ -993,21 +994,12 @@ function readSysctl(name: string): number | null {
   }
 }
 
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench:relay: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
-  for (const c of children) c.proc.kill('SIGKILL');
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-
-main().then(
-  (code) => {
-    clearTimeout(watchdog);
-    process.exit(code);
+runBench('relay', main, {
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  cleanup: async (hard) => {
+    for (const c of children) {
+      if (hard) c.proc.kill('SIGKILL');
+      else await c.kill().catch(() => undefined);
+    }
   },
-  async (e: unknown) => {
-    clearTimeout(watchdog);
-    process.stderr.write(`bench:relay failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    for (const c of children) await c.kill().catch(() => undefined);
-    process.exit(1);
-  },
-);
+});

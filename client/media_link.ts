@@ -36,24 +36,25 @@ import {
   type ReceptionRecord,
   type SenderAggregate,
   type StreamKindName,
+  MEDIA_PORT_NAMES,
+  HELLO_PAYLOAD_BYTES,
+  FEEDBACK_PORT_INDEX,
+  PORT_INDEX_OF_KIND,
+  type MediaPortName,
 } from '../shared/protocol/media_packet';
 import type { MediaGrant } from '../shared/protocol/messages';
 import { StreamReassembler, type ReassembledFrame } from './reassembler';
 import { ipLiteralLookup } from '../shared/udp';
 
-export const LINK_PORTS = ['video', 'audio', 'screen', 'feedback'] as const;
-export type LinkPortName = (typeof LINK_PORTS)[number];
-const PORT_INDEX: Record<LinkPortName, number> = { video: 0, audio: 1, screen: 2, feedback: 3 };
-const KIND_PORT: Record<number, number> = { [MediaKind.VIDEO]: 0, [MediaKind.AUDIO]: 1, [MediaKind.SCREEN]: 2 };
+const PORT_INDEX = Object.fromEntries(MEDIA_PORT_NAMES.map((n, i) => [n, i])) as Record<MediaPortName, number>;
 const KIND_OF: Record<StreamKindName, number> = { video: MediaKind.VIDEO, audio: MediaKind.AUDIO, screen: MediaKind.SCREEN };
-const HELLO_PAYLOAD_BYTES = 24;
 
 export interface MediaLinkOptions {
   /** The server (the control connection's host). */
   host: string;
   grant: MediaGrant;
   /** Send to these ports instead of the grant's (tests put an impairment proxy in between). */
-  portsOverride?: Partial<Record<LinkPortName, number>>;
+  portsOverride?: Partial<Record<MediaPortName, number>>;
   /** Keepalive (hello) period once registered. */
   keepaliveMs?: number;
   /** Hello retry period while not registered. */
@@ -227,7 +228,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     const host = this.options.host;
     this.address = net.isIP(host) ? host : (await dns.lookup(host, { family: 4 })).address;
     const grantPorts = this.options.grant.ports;
-    for (const name of LINK_PORTS) {
+    for (const name of MEDIA_PORT_NAMES) {
       const i = PORT_INDEX[name];
       // The relay's address is resolved once above; skip dns.lookup on every send.
       const sock = dgram.createSocket({ type: 'udp4', lookup: ipLiteralLookup });
@@ -247,7 +248,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       sock.on('error', (e) => this.log.warn(`UDP ${name} socket error: ${e.message}`));
       this.ports[i] = { sock, remotePort: this.options.portsOverride?.[name] ?? grantPorts[name], cookie: null, registered: false, lastAck: 0 };
       const bytesPerMs = (this.o.pacingMbps * 1e6) / 8 / 1000;
-      if (i !== 3) this.pacers.set(i, new Pacer((b) => this.sendRaw(i, b), bytesPerMs, this.o.pacingBurstBytes));
+      if (i !== FEEDBACK_PORT_INDEX) this.pacers.set(i, new Pacer((b) => this.sendRaw(i, b), bytesPerMs, this.o.pacingBurstBytes));
     }
     this.startedAt = performance.now();
     this.sendHellos();
@@ -276,7 +277,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
   }
 
   private unreachable(): ProtocolError {
-    const missing = LINK_PORTS.filter((n) => !this.ports[PORT_INDEX[n]]?.registered)
+    const missing = MEDIA_PORT_NAMES.filter((n) => !this.ports[PORT_INDEX[n]]?.registered)
       .map((n) => this.ports[PORT_INDEX[n]]?.remotePort)
       .join(', ');
     return new ProtocolError('MEDIA_UNREACHABLE', { host: this.address, ports: missing });
@@ -345,7 +346,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       }
       return;
     }
-    if (KIND_PORT[kind] !== portIndex) {
+    if (PORT_INDEX_OF_KIND[kind] !== portIndex) {
       this.rejected.unknown_kind++;
       return;
     }
@@ -428,7 +429,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     s.frames++;
     s.packets += packets.length;
     for (const p of packets) s.bytes += p.length;
-    const port = KIND_PORT[k];
+    const port = PORT_INDEX_OF_KIND[k];
     if (kind === 'audio') for (const p of packets) this.sendRaw(port, p);
     else this.pacers.get(port)!.push(packets);
     return packets.length;
@@ -459,7 +460,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     for (let i = 0; i < records.length; i += MAX_RECORDS_PER_REPORT) {
       const payload = encodeReceptionRecords(records.slice(i, i + MAX_RECORDS_PER_REPORT));
       this.sendRaw(
-        3,
+        FEEDBACK_PORT_INDEX,
         encodeControlPacket(MediaKind.RECEIVER_REPORT, this.streamId, this.token, payload, { captureTsUs: now }),
       );
     }
@@ -499,7 +500,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
   }
 
   /** Local port of each socket (tests and diagnostics). */
-  localPorts(): Record<LinkPortName, number> {
+  localPorts(): Record<MediaPortName, number> {
     const p = (i: number) => this.ports[i]?.sock.address().port ?? 0;
     return { video: p(0), audio: p(1), screen: p(2), feedback: p(3) };
   }

@@ -35,18 +35,17 @@ import {
   type ReceptionRecord,
   type SenderAggregate,
   type StreamKindName,
+  MEDIA_PORT_NAMES,
+  HELLO_PAYLOAD_BYTES,
+  PORT_INDEX_OF_KIND,
+  FEEDBACK_PORT_INDEX,
+  type MediaPortName,
+  type MediaPorts,
 } from '../shared/protocol/media_packet';
 
-export const MEDIA_PORT_NAMES = ['video', 'audio', 'screen', 'feedback'] as const;
-export type MediaPortName = (typeof MEDIA_PORT_NAMES)[number];
-export type MediaPorts = Record<MediaPortName, number>;
+export { MEDIA_PORT_NAMES, type MediaPortName, type MediaPorts };
 
-/** Port index of each media kind: a media datagram must arrive on its own port. */
-const PORT_OF_KIND: Record<number, number> = { [MediaKind.VIDEO]: 0, [MediaKind.AUDIO]: 1, [MediaKind.SCREEN]: 2 };
-const FEEDBACK = 3;
 const KIND_NAMES: Record<number, StreamKindName> = { [MediaKind.VIDEO]: 'video', [MediaKind.AUDIO]: 'audio', [MediaKind.SCREEN]: 'screen' };
-/** HELLO / HELLO_ACK payload: u64 client time, u64 server time (ACK only), 8-byte cookie. */
-export const HELLO_PAYLOAD_BYTES = 24;
 const EMPTY_TOKEN = Buffer.alloc(8);
 
 export type DropReason =
@@ -366,8 +365,8 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     const reg = p.reg[portIndex];
     if (!reg || reg.port !== rinfo.port || reg.address !== rinfo.address) return this.drop('unregistered');
     reg.lastSeen = performance.now();
-    if (kind === MediaKind.RECEIVER_REPORT && portIndex === FEEDBACK) return this.onReport(p, buf);
-    if (PORT_OF_KIND[kind] !== portIndex) return this.drop('wrong_port');
+    if (kind === MediaKind.RECEIVER_REPORT && portIndex === FEEDBACK_PORT_INDEX) return this.onReport(p, buf);
+    if (PORT_INDEX_OF_KIND[kind] !== portIndex) return this.drop('wrong_port');
     const sent = p.sent[kind];
     sent.packets++;
     sent.bytes += buf.length;
@@ -467,12 +466,12 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
         }
       }
       const aggregates = this.aggregate(p, now);
-      const to = p.reg[FEEDBACK];
+      const to = p.reg[FEEDBACK_PORT_INDEX];
       if (to && aggregates.length) {
         const packet = encodeControlPacket(MediaKind.SENDER_REPORT, p.streamId, EMPTY_TOKEN, encodeSenderAggregates(aggregates), {
           captureTsUs: nowUs(),
         });
-        this.sockets[FEEDBACK]?.send(packet, to.port, to.address);
+        this.sockets[FEEDBACK_PORT_INDEX]?.send(packet, to.port, to.address);
       }
     }
   }

@@ -48,6 +48,19 @@ export const OFFSET = Object.freeze({
   captureTs: 32,
 });
 
+/**
+ * The relay's four UDP ports, in this order everywhere (a port index in code is an
+ * index into this list). Each stream kind arrives on its own; feedback carries reports.
+ */
+export const MEDIA_PORT_NAMES = ['video', 'audio', 'screen', 'feedback'] as const;
+export type MediaPortName = (typeof MEDIA_PORT_NAMES)[number];
+export type MediaPorts = Record<MediaPortName, number>;
+/** Port index of each media kind (VIDEO 1, AUDIO 2, SCREEN 3); the feedback port is index 3. */
+export const PORT_INDEX_OF_KIND: Readonly<Record<number, number>> = Object.freeze({ 1: 0, 2: 1, 3: 2 });
+export const FEEDBACK_PORT_INDEX = 3;
+/** HELLO / HELLO_ACK payload: u64 client time, u64 server time (ACK only), 8-byte cookie. */
+export const HELLO_PAYLOAD_BYTES = 24;
+
 /** What a datagram carries. Media kinds must arrive on their own port; the rest on any. */
 export const MediaKind = Object.freeze({
   VIDEO: 1,

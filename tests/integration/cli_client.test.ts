@@ -22,7 +22,7 @@ import {
   splitExec,
 } from '../../client/cli';
 import { Harness, tmpDataDir, waitUntil } from '../kit/server';
-import { runTs, type RunningProcess } from '../kit/processes';
+import { killAll, runCli, type RunningProcess } from '../kit/processes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -33,19 +33,14 @@ const h = new Harness();
 const dirs: string[] = [];
 
 afterEach(async () => {
-  for (const p of procs.splice(0)) {
-    if (p.proc.exitCode === null && p.proc.signalCode === null) {
-      p.proc.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  await killAll(procs);
   await h.closeAll();
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
 /** run_client.ts as a child process, with no password taken from the environment unless given. */
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
-  const p = runTs('run_client.ts', args, { LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', ...env });
+  const p = runCli(args, env);
   procs.push(p);
   return p;
 }

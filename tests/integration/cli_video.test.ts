@@ -10,19 +10,14 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { DEFAULT_FFMPEG_PATH } from '../../client/video_client';
 import { parseCliArgs, parseCommand, CliUsageError, CommandUsageError } from '../../client/cli';
-import { runTs, type RunningProcess } from '../kit/processes';
+import { killAll, runCli, type RunningProcess } from '../kit/processes';
 import { Harness, sleep, waitUntil } from '../kit/server';
 
 const procs: RunningProcess[] = [];
 const h = new Harness();
 const dirs: string[] = [];
 afterEach(async () => {
-  for (const p of procs.splice(0)) {
-    if (p.proc.exitCode === null && p.proc.signalCode === null) {
-      p.proc.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  await killAll(procs);
   await h.closeAll();
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
@@ -41,7 +36,7 @@ function sharpSizeSync(file: string): string {
 }
 
 function cli(args: string[]): RunningProcess {
-  const p = runTs('run_client.ts', args, { LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', DISPLAY: '' });
+  const p = runCli(args, { DISPLAY: '' });
   procs.push(p);
   return p;
 }

@@ -43,9 +43,11 @@ describe('media through an impaired network', () => {
     let maxPendingBytes = 0;
     let maxPendingFrames = 0;
     let maxStreams = 0;
+    let relayLossMaxBp = 0;
     for (let n = 0; n < frames; n++) {
       ann.sendFrame('video', sent[n % sent.length], nowUs());
       if (n % 10 === 0) {
+        relayLossMaxBp = Math.max(relayLossMaxBp, server.media.participantStats(ann.userId!)?.reports.video?.lossMaxBp ?? 0);
         const rs = link.stats().received;
         maxStreams = Math.max(maxStreams, rs.length);
         for (const r of rs) {
@@ -87,8 +89,9 @@ describe('media through an impaired network', () => {
     expect(maxPendingBytes).toBeLessThanOrEqual(4 * 1024 * 1024);
     expect(maxStreams).toBe(1);
 
-    // The relay heard about it: bob's report of ann's stream shows the loss.
-    await waitUntil(() => (server.media.participantStats(ann.userId!)?.reports.video?.lossMaxBp ?? 0) > 0, 4000, 'loss in reports');
+    // The relay heard about it while it happened: bob's reports of ann's stream showed the
+    // loss (sampled during the run: the last, partial interval may have seen none).
+    expect(relayLossMaxBp).toBeGreaterThan(100);
     expect(group.stats().video.downstream.dropped_loss).toBeGreaterThan(0);
   }, 60_000);
 

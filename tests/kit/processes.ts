@@ -100,3 +100,19 @@ export async function startServerProcess(dataDir: string, extra: string[] = [], 
   await rp.waitFor(/listening on/);
   return { ...rp, port: p };
 }
+
+/** Kills (SIGKILL) every process of `procs` still running and waits for each; empties the list. */
+export async function killAll(procs: RunningProcess[]): Promise<void> {
+  for (const p of procs.splice(0)) {
+    if (p.proc.exitCode === null && p.proc.signalCode === null) {
+      p.proc.kill('SIGKILL');
+      await p.exited;
+    }
+  }
+}
+
+/** run_client.ts as a child process, with no password taken from the environment unless given. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
+  return runTs('run_client.ts', args, { LVC_SERVER_PASSWORD: '', LVC_ROOM_PASSWORD: '', LVC_ADMIN_PASSWORD: '', ...env });
+}
+
