@@ -44,7 +44,7 @@ import {
 } from '../shared/protocol/messages';
 import { hashPassword, Room, RoomManager, type LeaveResult, type RoleChange } from './room_manager';
 import { Session, errorEnvelope, type SessionCounters } from './session';
-import { MediaServer, type MediaStats } from './media_server';
+import { MediaServer, type MediaAllow, type MediaStats } from './media_server';
 import { Store } from './store';
 import { nameKey, ROLE_RANK, User, UserManager } from './user_manager';
 
@@ -663,7 +663,7 @@ export class Server extends TypedEmitter<ServerEvents> {
   }
 
   /** What the relay forwards from this user: the control plane's state is the only authority. */
-  private mediaAllow(user: User): { video: boolean; audio: boolean; screen: boolean } {
+  private mediaAllow(user: User): MediaAllow {
     return { video: user.videoEnabled, screen: user.screenSharing, audio: user.audioEnabled && !user.mutedByHost };
   }
 
