@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ProtocolError } from '../shared/errors';
+import { STREAM_KIND_NAME } from '../shared/protocol/media_packet';
 import type { Client, MediaFrame } from './main_client';
 import { VideoCall, type VideoSettings, type VideoStream } from './video_call';
 import { LatestFrameWriter, MjpegRecorder, safeParticipantName } from './video_files';
@@ -120,7 +121,8 @@ export class CliMedia {
       );
     }
     for (const a of link.latestSenderReport) {
-      const kind = a.kind === 1 ? 'camera' : a.kind === 3 ? 'screen' : 'audio';
+      const name = STREAM_KIND_NAME[a.kind];
+      const kind = name === 'video' ? 'camera' : name;
       lines.push(
         `  your ${kind} at ${a.receivers} receiver(s): loss avg ${(a.lossAvgBp / 100).toFixed(1)}% max ${(a.lossMaxBp / 100).toFixed(1)}%, jitter max ${(a.jitterMaxUs / 1000).toFixed(1)} ms, delay max ${(a.delayMaxUs / 1000).toFixed(1)} ms`,
       );

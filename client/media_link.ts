@@ -37,6 +37,8 @@ import {
   type SenderAggregate,
   type StreamKindName,
   MEDIA_PORT_NAMES,
+  STREAM_KINDS,
+  STREAM_KIND_NAME,
   HELLO_PAYLOAD_BYTES,
   FEEDBACK_PORT_INDEX,
   PORT_INDEX_OF_KIND,
@@ -47,7 +49,6 @@ import { StreamReassembler, type ReassembledFrame } from './reassembler';
 import { ipLiteralLookup } from '../shared/udp';
 
 const PORT_INDEX = Object.fromEntries(MEDIA_PORT_NAMES.map((n, i) => [n, i])) as Record<MediaPortName, number>;
-const KIND_OF: Record<StreamKindName, number> = { video: MediaKind.VIDEO, audio: MediaKind.AUDIO, screen: MediaKind.SCREEN };
 
 export interface MediaLinkOptions {
   /** The server (the control connection's host). */
@@ -362,8 +363,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     const arrival = this.serverNowUs();
     const frame = r.push(buf, arrival);
     if (frame) {
-      const kindName = kind === MediaKind.VIDEO ? 'video' : kind === MediaKind.SCREEN ? 'screen' : 'audio';
-      this.emit('frame', { ...frame, kindName, delayMs: (frame.completeUs - frame.captureTsUs) / 1000 });
+      this.emit('frame', { ...frame, kindName: STREAM_KIND_NAME[kind]!, delayMs: (frame.completeUs - frame.captureTsUs) / 1000 });
     }
   }
 
@@ -407,7 +407,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
    */
   sendFrame(kind: StreamKindName, data: Buffer, captureTsUs: number, o: { layer?: number; level?: number; flags?: number } = {}): number {
     if (this.closed) return 0;
-    const k = KIND_OF[kind];
+    const k = STREAM_KINDS[kind];
     const s = this.stateFor(k);
     const packets = fragmentFrame(
       data,
@@ -479,8 +479,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     const now = this.serverNowUs();
     const sent: Partial<Record<StreamKindName, { frames: number; packets: number; bytes: number }>> = {};
     for (const [k, s] of this.sendState) {
-      const name: StreamKindName = k === MediaKind.VIDEO ? 'video' : k === MediaKind.SCREEN ? 'screen' : 'audio';
-      sent[name] = { frames: s.frames, packets: s.packets, bytes: s.bytes };
+      sent[STREAM_KIND_NAME[k]!] = { frames: s.frames, packets: s.packets, bytes: s.bytes };
     }
     return {
       stream_id: this.streamId,
@@ -491,7 +490,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
         const kind = key % 4;
         return {
           stream_id: Math.floor(key / 4),
-          kind: (kind === MediaKind.VIDEO ? 'video' : kind === MediaKind.SCREEN ? 'screen' : 'audio') as StreamKindName,
+          kind: STREAM_KIND_NAME[kind]!,
           stats: r.stats(now),
         };
       }),

@@ -36,6 +36,8 @@ import {
   type SenderAggregate,
   type StreamKindName,
   MEDIA_PORT_NAMES,
+  STREAM_KINDS,
+  STREAM_KIND_NAME,
   HELLO_PAYLOAD_BYTES,
   PORT_INDEX_OF_KIND,
   FEEDBACK_PORT_INDEX,
@@ -45,7 +47,6 @@ import {
 
 export { MEDIA_PORT_NAMES, type MediaPortName, type MediaPorts };
 
-const KIND_NAMES: Record<number, StreamKindName> = { [MediaKind.VIDEO]: 'video', [MediaKind.AUDIO]: 'audio', [MediaKind.SCREEN]: 'screen' };
 const EMPTY_TOKEN = Buffer.alloc(8);
 
 export type DropReason =
@@ -336,7 +337,7 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
   setPaused(receiverUserId: string, senderUserId: string, kind: StreamKindName, paused: boolean): boolean {
     const r = this.byUser.get(receiverUserId);
     if (!r || !this.byUser.has(senderUserId)) return false;
-    const key = `${senderUserId}:${MediaKind[kind.toUpperCase() as 'VIDEO' | 'AUDIO' | 'SCREEN']}`;
+    const key = `${senderUserId}:${STREAM_KINDS[kind]}`;
     if (paused) r.paused.add(key);
     else r.paused.delete(key);
     return true;
@@ -448,7 +449,7 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     for (const rec of records) {
       const sender = this.streams.get(rec.streamId);
       // Reports only about streams of the reporter's own room.
-      if (!sender || sender === from || sender.roomId !== from.roomId || !KIND_NAMES[rec.kind]) continue;
+      if (!sender || sender === from || sender.roomId !== from.roomId || !STREAM_KIND_NAME[rec.kind]) continue;
       sender.reportsAbout.set(`${rec.kind}:${from.userId}`, { record: rec, at: now, receiver: from.userId });
     }
   }
@@ -508,7 +509,7 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     const participants: ParticipantStats[] = [];
     for (const p of this.streams.values()) {
       const reports: Partial<Record<StreamKindName, SenderAggregate>> = {};
-      for (const a of this.aggregate(p, now)) reports[KIND_NAMES[a.kind]] = a;
+      for (const a of this.aggregate(p, now)) reports[STREAM_KIND_NAME[a.kind]!] = a;
       const reg = (i: number) => (p.reg[i] ? `${p.reg[i]!.address}:${p.reg[i]!.port}` : null);
       participants.push({
         user_id: p.userId,

@@ -90,6 +90,12 @@ export const MEDIA_KIND_NAMES: Readonly<Record<number, string>> = Object.freeze(
 /** The media kinds that carry frames, by name (as in signalling and stats). */
 export const STREAM_KINDS = Object.freeze({ video: MediaKind.VIDEO, audio: MediaKind.AUDIO, screen: MediaKind.SCREEN });
 export type StreamKindName = keyof typeof STREAM_KINDS;
+/** The name of a stream kind (1 video, 2 audio, 3 screen); undefined for other kinds. */
+export const STREAM_KIND_NAME: Readonly<Record<number, StreamKindName | undefined>> = Object.freeze({
+  [MediaKind.VIDEO]: 'video',
+  [MediaKind.AUDIO]: 'audio',
+  [MediaKind.SCREEN]: 'screen',
+});
 export function isStreamKind(k: number): boolean {
   return k === MediaKind.VIDEO || k === MediaKind.AUDIO || k === MediaKind.SCREEN;
 }
