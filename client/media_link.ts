@@ -299,17 +299,16 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
   }
 
   private sendHellos(): void {
-    for (let i = 0; i < 4; i++) {
-      const st = this.ports[i];
-      if (!st) continue;
-      const payload = Buffer.alloc(HELLO_PAYLOAD_BYTES);
-      writeU64(payload, nowUs(), 0);
-      if (st.cookie) st.cookie.copy(payload, 16);
-      this.sendRaw(
-        i,
-        encodeControlPacket(MediaKind.HELLO, this.streamId, this.token, payload),
-      );
-    }
+    for (let i = 0; i < this.ports.length; i++) this.sendHello(i);
+  }
+
+  private sendHello(portIndex: number): void {
+    const st = this.ports[portIndex];
+    if (!st) return;
+    const payload = Buffer.alloc(HELLO_PAYLOAD_BYTES);
+    writeU64(payload, nowUs(), 0);
+    if (st.cookie) st.cookie.copy(payload, 16);
+    this.sendRaw(portIndex, encodeControlPacket(MediaKind.HELLO, this.streamId, this.token, payload));
   }
 
   private sendRaw(portIndex: number, buf: Buffer): void {
@@ -337,7 +336,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       return;
     }
     const kind = buf[OFFSET.kind];
-    if (kind === MediaKind.HELLO_ACK) return this.onAck(st, buf);
+    if (kind === MediaKind.HELLO_ACK) return this.onAck(portIndex, st, buf);
     if (kind === MediaKind.SENDER_REPORT) {
       const records = decodeSenderAggregates(buf.subarray(MEDIA_HEADER_BYTES));
       if (!records) this.rejected.malformed++;
@@ -367,7 +366,7 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     }
   }
 
-  private onAck(st: PortState, buf: Buffer): void {
+  private onAck(portIndex: number, st: PortState, buf: Buffer): void {
     if (buf.length < MEDIA_HEADER_BYTES + HELLO_PAYLOAD_BYTES) return;
     const p = buf.subarray(MEDIA_HEADER_BYTES);
     const t0 = readU64(p, 0);
@@ -388,8 +387,8 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     st.registered = (buf[OFFSET.flags] & MediaFlags.REGISTERED) !== 0;
     if (!st.registered && wasRegistered) this.registeredAll = false;
     if (!st.registered) {
-      // The cookie is new to us (first contact, or our address changed): answer at once.
-      this.sendHellos();
+      // The cookie is new to us (first contact, or our address changed): answer on that port at once.
+      this.sendHello(portIndex);
       return;
     }
     if (!this.registeredAll && this.ports.every((s) => s?.registered)) {
