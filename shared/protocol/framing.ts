@@ -16,6 +16,7 @@
  */
 import { LIMITS } from '../constants';
 import { ProtocolError } from '../errors';
+import { ByteQueue } from './byte_queue';
 
 export const FRAME_HEADER_BYTES = 4;
 
@@ -30,16 +31,12 @@ export type DecodedFrame =
   | { ok: true; value: unknown; size: number }
   | { ok: false; error: ProtocolError; size: number; fatal: boolean };
 
-/** Remainders up to this size are copied into a buffer of their own. */
-const COMPACT_BELOW = 64 * 1024;
-
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export class FrameDecoder {
   readonly maxFrameBytes: number;
   readonly maxDepth: number;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private readonly pending = new ByteQueue();
   /** Body length of the frame being read, once its header is complete. */
   private need = -1;
   private failed: ProtocolError | null = null;
@@ -51,7 +48,7 @@ export class FrameDecoder {
 
   /** Bytes held for a frame not yet complete. */
   get bufferedBytes(): number {
-    return this.pendingBytes;
+    return this.pending.length;
   }
 
   /** Feed bytes; returns every frame they complete, in order. */
@@ -59,75 +56,38 @@ export class FrameDecoder {
     if (this.failed) return [];
     const out: DecodedFrame[] = [];
     if (chunk.length === 0) return out;
-    this.pending.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-    this.pendingBytes += chunk.length;
+    this.pending.push(chunk);
     for (;;) {
       if (this.need < 0) {
-        if (this.pendingBytes < FRAME_HEADER_BYTES) break;
-        const len = this.take(FRAME_HEADER_BYTES).readUInt32BE(0);
+        if (this.pending.length < FRAME_HEADER_BYTES) break;
+        const len = this.pending.take(FRAME_HEADER_BYTES).readUInt32BE(0);
         if (len > this.maxFrameBytes) {
           this.failed = new ProtocolError('FRAME_TOO_LARGE', { size: len, limit: this.maxFrameBytes });
-          this.pending = [];
-          this.pendingBytes = 0;
+          this.pending.clear();
           out.push({ ok: false, error: this.failed, size: len, fatal: true });
           break;
         }
         this.need = len;
       }
-      if (this.pendingBytes < this.need) break;
-      const body = this.take(this.need);
+      if (this.pending.length < this.need) break;
+      const body = this.pending.take(this.need);
       this.need = -1;
       out.push(this.decodeBody(body));
     }
-    this.compact();
+    this.pending.compact();
     return out;
-  }
-
-  /**
-   * A small remainder is copied out of the caller's chunk, so the decoder neither
-   * pins a large chunk for a few bytes nor depends on the caller not reusing it.
-   */
-  private compact(): void {
-    if (this.pendingBytes === 0 || this.pendingBytes > COMPACT_BELOW) return;
-    if (this.pending.length === 1 && this.pending[0].buffer.byteLength === this.pendingBytes) return;
-    this.pending = [Buffer.concat(this.pending, this.pendingBytes)];
   }
 
   /** Call when the stream ends: throws FRAME_TRUNCATED if a frame was cut short. */
   end(): void {
     if (this.failed) return;
-    if (this.pendingBytes > 0 || this.need >= 0) {
+    if (this.pending.length > 0 || this.need >= 0) {
       const need = this.need >= 0 ? this.need + FRAME_HEADER_BYTES : FRAME_HEADER_BYTES;
-      const have = this.need >= 0 ? this.pendingBytes + FRAME_HEADER_BYTES : this.pendingBytes;
-      this.pending = [];
-      this.pendingBytes = 0;
+      const have = this.need >= 0 ? this.pending.length + FRAME_HEADER_BYTES : this.pending.length;
+      this.pending.clear();
       this.need = -1;
       throw new ProtocolError('FRAME_TRUNCATED', { have, need });
     }
-  }
-
-  private take(n: number): Buffer {
-    if (n === 0) return Buffer.alloc(0);
-    const first = this.pending[0];
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.pending.shift();
-      else this.pending[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      while (off < n) {
-        const head = this.pending[0];
-        const k = Math.min(head.length, n - off);
-        head.copy(out, off, 0, k);
-        off += k;
-        if (k === head.length) this.pending.shift();
-        else this.pending[0] = head.subarray(k);
-      }
-    }
-    this.pendingBytes -= n;
-    return out;
   }
 
   private decodeBody(body: Buffer): DecodedFrame {

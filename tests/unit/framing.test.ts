@@ -17,6 +17,7 @@ import {
 } from '../../shared/protocol/framing';
 import { ProtocolError, type ErrorCode } from '../../shared/errors';
 import { LIMITS } from '../../shared/constants';
+import { cut, hex } from '../kit/bytes';
 
 // ------------------------------------------------------------------ helpers
 
@@ -26,10 +27,6 @@ function handFrame(body: number[] | Uint8Array): Buffer {
   return Buffer.from([(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff, ...body]);
 }
 
-/** Hex dump for readable failures: "00 00 00 07 7b ...". */
-function hex(b: Uint8Array): string {
-  return Buffer.from(b).toString('hex').replace(/(..)(?!$)/g, '$1 ');
-}
 
 /** Feed the chunks in order and collect every frame, checking push never throws. */
 function feed(dec: FrameDecoder, chunks: Uint8Array[]): DecodedFrame[] {
@@ -38,17 +35,6 @@ function feed(dec: FrameDecoder, chunks: Uint8Array[]): DecodedFrame[] {
   return out;
 }
 
-/** Cut `buf` at the given sorted offsets. */
-function cut(buf: Uint8Array, offsets: number[]): Uint8Array[] {
-  const parts: Uint8Array[] = [];
-  let prev = 0;
-  for (const o of offsets) {
-    parts.push(buf.subarray(prev, o));
-    prev = o;
-  }
-  parts.push(buf.subarray(prev));
-  return parts;
-}
 
 /** Frames reduced to something `toEqual` can compare: the value, or the error code. */
 type Outcome = { ok: true; value: unknown } | { ok: false; code: ErrorCode; fatal: boolean };
