@@ -44,10 +44,16 @@ async function main(): Promise<number> {
   try {
     await server.start();
   } catch (e) {
+    if (e instanceof StoreError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      await server.close();
+      return 1;
+    }
     const err = e as NodeJS.ErrnoException & { flag?: string; port?: number };
     const port = err.port ?? server.options.port;
     const flag = err.flag ?? '--port';
-    const proto = err.flag ? 'UDP' : 'TCP';
+    // The control port and the file port are TCP; the media ports are UDP.
+    const proto = !err.flag || err.flag === '--file-port' ? 'TCP' : 'UDP';
     const hint =
       err.code === 'EADDRINUSE'
         ? `${proto} port ${port} is already in use: is another server running? Stop it or choose another ${flag}.`
@@ -66,7 +72,8 @@ async function main(): Promise<number> {
     [
       `LAN Video Call server listening on ${o.host}:${server.port}`,
       `  clients connect to: ${addrs.length ? addrs.map((a) => `${a}:${server.port}`).join(', ') : `127.0.0.1:${server.port}`}`,
-      `  media relay (UDP): ${server.media.describePorts()}; file port (TCP, reserved) ${o.filePort}`,
+      `  media relay (UDP): ${server.media.describePorts()}`,
+      `  file server (TCP): port ${server.files.port}, files in ${server.files.filesDir}`,
       `  data: ${server.databaseFile}`,
       `  server password: ${o.serverPassword ? 'set' : 'none'}; admin: ${o.adminPassword ? 'enabled' : 'disabled (set --admin-password)'}`,
       '  stop with Ctrl+C',

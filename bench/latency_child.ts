@@ -19,7 +19,7 @@ import { serveChild } from './lib';
 
 serveChild('latency_child', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-latency-'));
-  const server = new Server({ host: '127.0.0.1', port: 0, videoPort: 0, audioPort: 0, screenPort: 0, feedbackPort: 0, dataDir, logLevel: 'warn' });
+  const server = new Server({ host: '127.0.0.1', port: 0, videoPort: 0, audioPort: 0, screenPort: 0, feedbackPort: 0, filePort: 0, dataDir, logLevel: 'warn' });
   await server.start();
   return {
     port: server.port,

@@ -43,6 +43,7 @@ async function startOurs(): Promise<ServedChild> {
     audioPort: 0,
     screenPort: 0,
     feedbackPort: 0,
+    filePort: 0,
     dataDir,
     logLevel: 'warn',
     chatRatePerSecond: UNLIMITED_CHAT,

@@ -10,6 +10,7 @@
  * With --json every event, reply and error is one JSON object per line on stdout.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORTS, DEFAULTS, LIMITS } from '../shared/constants';
@@ -17,6 +18,8 @@ import { ProtocolError } from '../shared/errors';
 import type { ChatEntry, RoomInfo, RoomRole, UserInfo } from '../shared/protocol/messages';
 import { Client, type ClientEvents } from './main_client';
 import { CliMedia } from './cli_media';
+import { FileClient, type TransferProgress } from './file_client';
+import { formatAmount, formatBytes, formatDuration, formatProgress, fraction } from './progress';
 import { DEFAULT_VIDEO_SETTINGS, type VideoSettings } from './video_call';
 
 // ================================================================ flags
@@ -41,6 +44,8 @@ export interface CliOptions {
   video: VideoSettings;
   saveDir: string | null;
   saveVideo: boolean;
+  /** Where /download saves files without a destination; null: the current directory. */
+  downloadDir: string | null;
 }
 
 interface FlagSpec {
@@ -75,6 +80,7 @@ export const CLI_FLAGS: readonly FlagSpec[] = [
   { flag: 'quality', arg: 'N', help: `JPEG quality of the video you send, 1-100 (default ${DEFAULT_VIDEO_SETTINGS.quality})` },
   { flag: 'save-dir', arg: 'DIR', help: 'keep the latest frame of each participant\'s camera and screen as DIR/NAME-camera.jpg, DIR/NAME-screen.jpg' },
   { flag: 'save-video', help: 'with --save-dir: also record each received stream to DIR/NAME-camera.mkv (MJPEG, plays in any player)' },
+  { flag: 'download-dir', arg: 'DIR', help: 'where /download saves files when no destination is given (default: the current directory)' },
   { flag: 'help', short: 'h', help: 'print this help and exit' },
 ];
 
@@ -156,6 +162,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
     },
     saveDir: str('save-dir'),
     saveVideo: values['save-video'] === true,
+    downloadDir: str('download-dir'),
   };
   if (values.help === true) return { help: true, options };
   if (options.server.trim() === '') throw new CliUsageError('--server needs a host name or address');
@@ -167,6 +174,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
   }
   if (options.user !== null && options.user.trim() === '') throw new CliUsageError('--user needs a name');
   if (options.saveVideo && !options.saveDir) throw new CliUsageError('--save-video needs --save-dir DIR');
+  if (options.downloadDir !== null && options.downloadDir.trim() === '') throw new CliUsageError('--download-dir needs a directory');
   return { help: false, options };
 }
 
@@ -191,6 +199,10 @@ export type Command =
   | { name: 'stop-video'; user: string; kind: 'video' | 'screen' }
   | { name: 'stats' }
   | { name: 'video-set'; width?: number; height?: number; fps?: number; quality?: number }
+  | { name: 'upload'; path: string }
+  | { name: 'files' }
+  | { name: 'download'; file: string; dest?: string }
+  | { name: 'delete'; file: string }
   | { name: 'wait'; seconds: number };
 
 /** A command line that does not parse: printed with the command's usage. */
@@ -254,7 +266,7 @@ function oneUser(name: 'mute' | 'unmute' | 'promote' | 'demote' | 'host', u: str
   };
 }
 
-function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help' | 'stats', u: string): (a: string) => Command {
+function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help' | 'stats' | 'files', u: string): (a: string) => Command {
   return (a) => {
     if (a.trim() !== '') throw usage(u);
     return { name } as Command;
@@ -373,6 +385,41 @@ export const COMMANDS: readonly CommandSpec[] = [
       const n = Number(v);
       if (!/^\d+$/.test(v) || n < 1 || n > LIMITS.maxHistoryPage) throw usage(`/history [N]   (N from 1 to ${LIMITS.maxHistoryPage})`);
       return { name: 'history', limit: n };
+    },
+  },
+  {
+    name: 'upload',
+    usage: '/upload PATH',
+    help: 'share a file with the room (up to 100 MiB unless the server allows more)',
+    parse: (a) => {
+      const raw = a.trim();
+      if (raw === '') throw usage('/upload PATH');
+      // A quoted path is one token; an unquoted rest is the path as typed, spaces and all.
+      if (raw[0] !== '"' && raw[0] !== "'") return { name: 'upload', path: raw };
+      const t = tokenize(raw);
+      if (t.length !== 1 || t[0] === '') throw new CommandUsageError(`give one path (quote it if it has spaces); ${usage('/upload PATH').message}`);
+      return { name: 'upload', path: t[0] };
+    },
+  },
+  { name: 'files', usage: '/files', help: 'list the files shared in the room', parse: noArgs('files', '/files') },
+  {
+    name: 'download',
+    usage: '/download ID [DEST]',
+    help: 'download a shared file (ID: an id prefix from /files) into DEST, a directory or file name (default --download-dir)',
+    parse: (a) => {
+      const t = tokenize(a);
+      if (t.length < 1 || t.length > 2 || t.some((x) => x === '')) throw usage('/download ID [DEST]   (quote a DEST with spaces)');
+      return t.length === 2 ? { name: 'download', file: t[0], dest: t[1] } : { name: 'download', file: t[0] };
+    },
+  },
+  {
+    name: 'delete',
+    usage: '/delete ID',
+    help: 'delete a shared file (yours; a host or moderator: any)',
+    parse: (a) => {
+      const t = tokenize(a);
+      if (t.length !== 1 || t[0] === '') throw usage('/delete ID');
+      return { name: 'delete', file: t[0] };
     },
   },
   { name: 'video', usage: '/video on|off', help: 'turn your camera on or off (--camera chooses it; default /dev/video0)', parse: onOff('video', '/video on|off') },
@@ -500,6 +547,7 @@ export function cliHelp(): string {
     '  npx ts-node run_client.ts --user alice --room standup --create',
     '  npx ts-node run_client.ts --user bot --exec "/join standup; hello from a script; /quit"',
     '  npx ts-node run_client.ts --user logger --room standup --json --exec "/history 100"',
+    '  npx ts-node run_client.ts --user bot --room standup --exec "/upload \'weekly report.pdf\'; /quit"',
   ].join('\n');
 }
 
@@ -561,6 +609,11 @@ function leaveWords(reason: string): string {
 
 const shortId = (id: string) => id.slice(0, 8);
 
+/** `~/x` as the shell would have it (commands typed at the prompt do not go through a shell). */
+function expandHome(p: string): string {
+  return p === '~' || p.startsWith('~/') ? os.homedir() + p.slice(1) : p;
+}
+
 // C0/C1 controls (escape sequences could repaint the terminal or forge lines) and bidi overrides.
 const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
@@ -614,8 +667,18 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
 export class CliSession {
   readonly client: Client;
   readonly media: CliMedia;
+  readonly files: FileClient;
   private rl: readline.Interface | null = null;
   private readonly tty: boolean;
+  /** stdout is a terminal (and not --json): progress is one line redrawn in place. */
+  private readonly ttyOut: boolean;
+  /** The transfer under way (transfers run one at a time, in the command queue). */
+  private transfer: { ctl: AbortController; settled: Promise<unknown> } | null = null;
+  /** The progress line on screen (terminal only), redrawn below each event line. */
+  private progressLine: string | null = null;
+  /** Last quarter reported (pipes) and when the last JSON progress went out. */
+  private progressQuarter = 0;
+  private progressJsonAt = 0;
   private queue: Promise<void> = Promise.resolve();
   private closing = false;
   private resolveDone!: (code: number) => void;
@@ -638,6 +701,7 @@ export class CliSession {
     private readonly io: CliIo = processIo(),
   ) {
     this.tty = !options.json && io.stdin.isTTY === true && io.stdout.isTTY === true;
+    this.ttyOut = !options.json && io.stdout.isTTY === true;
     this.done = new Promise((r) => (this.resolveDone = r));
     this.client = new Client({
       host: options.server,
@@ -654,6 +718,8 @@ export class CliSession {
       { camera: options.camera, screen: options.screen, video: options.video, saveDir: options.saveDir, saveVideo: options.saveVideo },
       { note: (t) => this.note(t), error: (e) => this.printError(e) },
     );
+    this.files = new FileClient(this.client, { downloadDir: options.downloadDir ?? undefined });
+    this.files.onListenerError = this.client.onListenerError;
     this.watch();
   }
 
@@ -661,7 +727,13 @@ export class CliSession {
 
   private write(stream: NodeJS.WritableStream, raw: string): void {
     const text = this.options.json ? raw : printable(raw);
-    if (this.rl && this.tty) {
+    if (this.progressLine !== null) {
+      // The progress line stays the last line: the event goes above it.
+      readline.clearLine(this.io.stdout, 0);
+      readline.cursorTo(this.io.stdout, 0);
+      stream.write(text + '\n');
+      this.io.stdout.write(this.progressLine);
+    } else if (this.rl && this.tty) {
       readline.clearLine(this.io.stdout, 0);
       readline.cursorTo(this.io.stdout, 0);
       stream.write(text + '\n');
@@ -748,6 +820,7 @@ export class CliSession {
         'disconnected', 'reconnecting', 'reconnected', 'chat', 'history', 'user_join', 'user_leave', 'user_update',
         'users', 'rooms', 'room_update', 'room', 'reaction', 'muted', 'unmute_requested', 'kicked', 'role_change',
         'meeting_ended', 'room_deleted', 'server_disconnect', 'video_start', 'video_stop', 'screen_share', 'stop_video',
+        'files',
       ];
       for (const name of names) {
         c.on(name, (...args: unknown[]) => {
@@ -863,6 +936,22 @@ export class CliSession {
       this.note(`Reconnecting (attempt ${attempt} of ${of}) in ${(delayMs / 1000).toFixed(1)} s...`),
     );
     c.on('reconnected', ({ room }) => this.note(room ? `Reconnected; back in "${room.room_name}"` : 'Reconnected (not in a room)'));
+    c.on('files', ({ room_id, files, change }) => {
+      if (!change) {
+        if (files.length) this.note(`${files.length} file${files.length === 1 ? '' : 's'} shared in ${this.roomName(room_id)} (/files lists them)`);
+        return;
+      }
+      const { kind, file, by } = change;
+      const self = by?.user_id === c.userId;
+      // Your own upload or delete is told by the command's reply.
+      if (self && this.running && this.running.name === (kind === 'added' ? 'upload' : 'delete')) return;
+      const who = self ? 'You' : (by?.username ?? null);
+      if (kind === 'added') {
+        const id = shortId(file.file_id);
+        this.note(`${who ?? file.uploader_name} shared "${file.name}" (${formatBytes(file.size)}, id ${id}): /download ${id}`);
+      } else if (kind === 'deleted') this.note(who ? `${who} deleted "${file.name}"` : `"${file.name}" was deleted`);
+      else this.note(`"${file.name}" expired`);
+    });
   }
 
   private quoted(room: RoomInfo): string {
@@ -1003,6 +1092,15 @@ export class CliSession {
     if (why && !this.options.json) this.write(this.io.stderr, `${this.stamp()} ! ${why}`);
     this.rl?.close();
     this.rl = null;
+    const transfer = this.transfer;
+    if (transfer) {
+      // Cancelled on the server (an upload) or its .part removed (a download) before we go.
+      const why = new Error('The transfer was cancelled: the client is closing');
+      why.name = 'AbortError';
+      transfer.ctl.abort(why);
+      await transfer.settled;
+      if (!this.options.json) this.write(this.io.stderr, `${this.stamp()} ! Transfer cancelled`);
+    }
     await this.media.close().catch((e: unknown) => this.printError(e));
     try {
       if (goodbye) await this.client.close();
@@ -1174,6 +1272,45 @@ export class CliSession {
         this.note(`Your audio is ${cmd.on ? 'on' : 'off'} (signalling only: no audio is sent yet)`);
         return r;
       }
+      case 'upload': {
+        const started = performance.now();
+        const file = await this.transferring('upload', (signal, onProgress) => this.files.upload(expandHome(cmd.path), { signal, onProgress }));
+        this.note(`You shared "${file.name}" (${formatBytes(file.size)}${this.took(file.size, started)}; id ${shortId(file.file_id)}, MD5 ${file.md5})`);
+        return { file };
+      }
+      case 'download': {
+        const started = performance.now();
+        const dest = cmd.dest === undefined ? undefined : expandHome(cmd.dest);
+        const r = await this.transferring('download', (signal, onProgress) => this.files.download(cmd.file, dest, { signal, onProgress }));
+        this.note(`Saved "${r.file.name}" as ${r.path} (${formatBytes(r.file.size)}${this.took(r.file.size, started)}; MD5 verified)`);
+        return { file: r.file, path: r.path };
+      }
+      case 'files': {
+        const files = await c.listFiles();
+        const where = this.roomName(c.room?.room_id);
+        if (files.length === 0) this.note(`No files in ${where} yet. Share one: /upload PATH`);
+        else {
+          this.note(`${files.length} file${files.length === 1 ? '' : 's'} in ${where} (/download ID to get one):`);
+          const nameWidth = Math.min(40, Math.max(...files.map((f) => [...f.name].length)));
+          const sizeWidth = Math.max(...files.map((f) => formatBytes(f.size).length));
+          const uploaderWidth = Math.max(...files.map((f) => [...f.uploader_name].length));
+          this.lines(
+            files.map((f) => {
+              const name = f.name + ' '.repeat(Math.max(0, nameWidth - [...f.name].length));
+              const up = f.uploader_name + ' '.repeat(Math.max(0, uploaderWidth - [...f.uploader_name].length));
+              return `    ${shortId(f.file_id)}  ${name}  ${formatBytes(f.size).padStart(sizeWidth)}  ${up}  ${formatTime(new Date(f.uploaded_at * 1000))}`;
+            }),
+          );
+        }
+        return { files };
+      }
+      case 'delete': {
+        const id = c.resolveFile(cmd.file);
+        const known = c.files.find((f) => f.file_id === id);
+        const r = await c.deleteFile(id);
+        this.note(`You deleted ${known ? `"${known.name}"` : `file ${shortId(r.file_id)}`}`);
+        return r;
+      }
       case 'wait':
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, cmd.seconds * 1000);
@@ -1191,6 +1328,73 @@ export class CliSession {
         await this.finish(this.failures ? EXIT.failed : EXIT.ok);
         return null;
     }
+  }
+
+  /**
+   * Runs one transfer with progress shown the way the output allows, abortable by
+   * finish() (Ctrl+C, /quit from another source, a lost connection).
+   */
+  private async transferring<T>(
+    op: 'upload' | 'download',
+    run: (signal: AbortSignal, onProgress: (p: TransferProgress) => void) => Promise<T>,
+  ): Promise<T> {
+    const ctl = new AbortController();
+    this.progressQuarter = 0;
+    this.progressJsonAt = 0;
+    const onRetry = (r: { op: string; name: string; failures: number; of: number; delayMs: number; reason: string }) => {
+      if (this.options.json) this.json('transfer_retry', { data: r });
+      else this.write(this.io.stderr, `${this.stamp()} ! ${op === 'upload' ? 'Upload' : 'Download'} of "${r.name}" interrupted (${r.reason}); resuming in ${(r.delayMs / 1000).toFixed(1)} s (try ${r.failures} of ${r.of})`);
+    };
+    this.files.on('retry', onRetry);
+    const p = run(ctl.signal, (pr) => this.showProgress(pr));
+    this.transfer = { ctl, settled: p.catch(() => undefined) };
+    try {
+      return await p;
+    } finally {
+      this.files.off('retry', onRetry);
+      this.transfer = null;
+      this.clearProgress();
+    }
+  }
+
+  /** Terminal: one line redrawn in place. Pipes: a note every 25%. JSON: at most two lines a second, and the last. */
+  private showProgress(p: TransferProgress): void {
+    const last = p.done >= p.size && p.eta_s === 0;
+    if (this.options.json) {
+      const now = performance.now();
+      if (!last && now - this.progressJsonAt < 500) return;
+      this.progressJsonAt = now;
+      this.json('progress', { data: p });
+      return;
+    }
+    if (this.ttyOut) {
+      const columns = (this.io.stdout as { columns?: number }).columns ?? 80;
+      this.progressLine = formatProgress(printable(p.name) === p.name ? p : { ...p, name: printable(p.name) }, Math.max(40, columns - 1));
+      readline.clearLine(this.io.stdout, 0);
+      readline.cursorTo(this.io.stdout, 0);
+      this.io.stdout.write(this.progressLine);
+      return;
+    }
+    const quarter = Math.floor(fraction(p.done, p.size) * 4);
+    if (quarter <= this.progressQuarter) return;
+    this.progressQuarter = quarter;
+    const eta = p.done < p.size && p.eta_s !== null ? `, ETA ${formatDuration(p.eta_s)}` : '';
+    const attempt = p.attempt > 1 ? `, connection ${p.attempt}` : '';
+    this.note(`${p.op === 'upload' ? 'Uploading' : 'Downloading'} "${p.name}": ${quarter * 25}% (${formatAmount(p.done, p.size)}, ${formatBytes(p.rate_bps)}/s${eta}${attempt})`);
+  }
+
+  private clearProgress(): void {
+    if (this.progressLine === null) return;
+    this.progressLine = null;
+    // The prompt comes back when the command is done (interactiveLine).
+    readline.clearLine(this.io.stdout, 0);
+    readline.cursorTo(this.io.stdout, 0);
+  }
+
+  /** `, 1.2 s at 85.3 MB/s` for a completion note. */
+  private took(bytes: number, startedMs: number): string {
+    const s = (performance.now() - startedMs) / 1000;
+    return s >= 0.05 ? ` in ${s.toFixed(1)} s, ${formatBytes(bytes / s)}/s` : '';
   }
 
   private async join(roomId: string, password: string | undefined): Promise<{ room: RoomInfo; participants: UserInfo[] }> {

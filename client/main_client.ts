@@ -18,6 +18,7 @@ import {
   type ChatEntry,
   type Envelope,
   type ErrorData,
+  type FileInfo,
   type PushData,
   type RequestData,
   type RequestType,
@@ -104,6 +105,8 @@ export type ClientEvents = {
   screen_share: [PushData<'SCREEN_SHARE'>];
   /** A host turned your camera or screen share off. */
   stop_video: [PushData<'STOP_VIDEO'>];
+  /** Your room's file list: on joining (no `change`) and when a file is added, deleted or expires. */
+  files: [PushData<'FILE_LIST'>];
   closed: [];
 };
 
@@ -140,6 +143,15 @@ export class Client extends TypedEmitter<ClientEvents> {
   readonly rooms = new Map<string, RoomInfo>();
   /** The room you are in, or null. */
   room: RoomInfo | null = null;
+  /** Files shared in your room, oldest first, as the server last listed them (empty outside a room). */
+  files: FileInfo[] = [];
+  /** The room `files` belongs to. */
+  private filesRoomId: string | null = null;
+  /**
+   * The room a ROOM_JOIN is under way for: its FILE_LIST push is handled in the same
+   * socket read as the join's reply, before joinRoom() has set `room`.
+   */
+  private joiningRoomId: string | null = null;
   serverCapabilities: string[] = [];
   serverName = '';
   protocolVersion = 0;
@@ -542,6 +554,15 @@ export class Client extends TypedEmitter<ClientEvents> {
       case MT.STOP_VIDEO:
         this.emit('stop_video', data as PushData<'STOP_VIDEO'>);
         break;
+      case MT.FILE_LIST: {
+        const d = data as PushData<'FILE_LIST'>;
+        // A late push for a room already left must not show its files as ours.
+        if (d.room_id !== this.room?.room_id && d.room_id !== this.joiningRoomId) break;
+        this.files = d.files;
+        this.filesRoomId = d.room_id;
+        this.emit('files', d);
+        break;
+      }
       case MT.REACTION:
         this.emit('reaction', data as PushData<'REACTION'>);
         break;
@@ -576,6 +597,10 @@ export class Client extends TypedEmitter<ClientEvents> {
   private setRoom(room: RoomInfo | null, password?: string | null): void {
     const changed = (this.room?.room_id ?? null) !== (room?.room_id ?? null);
     this.room = room;
+    if ((room?.room_id ?? null) !== this.filesRoomId) {
+      this.files = [];
+      this.filesRoomId = null;
+    }
     if (password !== undefined) this.roomPassword = password;
     if (!room) {
       this.roomPassword = null;
@@ -720,7 +745,13 @@ export class Client extends TypedEmitter<ClientEvents> {
   /** Join by room id, or by name when exactly one room has it. */
   async joinRoom(roomIdOrName: string, password?: string | null): Promise<ResponseData<'ROOM_JOIN'>> {
     const roomId = this.resolveRoom(roomIdOrName);
-    const r = await this.request(MT.ROOM_JOIN, { room_id: roomId, password: password ?? undefined });
+    this.joiningRoomId = roomId;
+    let r: ResponseData<'ROOM_JOIN'>;
+    try {
+      r = await this.request(MT.ROOM_JOIN, { room_id: roomId, password: password ?? undefined });
+    } finally {
+      this.joiningRoomId = null;
+    }
     for (const p of r.participants) this.users.set(p.user_id, p);
     const me = r.participants.find((p) => p.user_id === this.userId);
     if (me) this.user = me;
@@ -808,5 +839,44 @@ export class Client extends TypedEmitter<ClientEvents> {
   async endMeeting(): Promise<void> {
     await this.request(MT.END_MEETING, { room_id: this.room?.room_id ?? null });
     this.setRoom(null);
+  }
+
+  // ------------------------------------------------------------ files (the bytes go through FileClient)
+
+  /** The room's files (your room by default; another room for an admin); refreshes `files` for your room. */
+  async listFiles(roomId?: string): Promise<FileInfo[]> {
+    const r = await this.request(MT.FILE_LIST, { room_id: roomId ?? this.room?.room_id ?? null });
+    if (r.room_id === this.room?.room_id) {
+      this.files = r.files;
+      this.filesRoomId = r.room_id;
+    }
+    return r.files;
+  }
+
+  /** Delete a file of your room by id, unique id prefix or unique name (uploader, host, moderator or admin). */
+  deleteFile(fileIdOrPrefix: string): Promise<ResponseData<'FILE_DELETE'>> {
+    return this.request(MT.FILE_DELETE, { file_id: this.resolveFile(fileIdOrPrefix) });
+  }
+
+  /**
+   * A file id from an id, a unique id prefix or a unique name among `files`. An unknown
+   * reference is returned as it is, for the server to answer FILE_NOT_FOUND with its
+   * hint; an ambiguous one is refused here, naming the candidates.
+   */
+  resolveFile(ref: string): string {
+    if (this.files.some((f) => f.file_id === ref)) return ref;
+    const prefixed = ref === '' ? [] : this.files.filter((f) => f.file_id.startsWith(ref));
+    if (prefixed.length === 1) return prefixed[0].file_id;
+    const named = prefixed.length ? [] : this.files.filter((f) => f.name === ref);
+    if (named.length === 1) return named[0].file_id;
+    const many = prefixed.length > 1 ? prefixed : named;
+    if (many.length > 1) {
+      throw new ProtocolError(
+        'FILE_NOT_FOUND',
+        { file_id: ref },
+        `${many.length} files match "${ref}" (ids ${many.map((f) => f.file_id.slice(0, 8)).join(', ')}); give more of the id`,
+      );
+    }
+    return ref;
   }
 }

@@ -6,10 +6,12 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_HOST, DEFAULT_PORTS, DEFAULTS, LIMITS } from '../shared/constants';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../shared/protocol/file_frames';
 import { isLogLevel, LOG_LEVELS } from '../shared/log';
 import type { ServerOptions } from './main_server';
 
-type Kind = 'string' | 'port' | 'int' | 'number' | 'level';
+/** size: bytes, written 1048576, 100MB or 1.5GiB; duration: milliseconds, written 90s, 30m, 12h or 7d. */
+type Kind = 'string' | 'port' | 'int' | 'number' | 'level' | 'size' | 'duration';
 
 interface OptionSpec {
   flag: string;
@@ -19,6 +21,67 @@ interface OptionSpec {
   help: string;
   /** Read from this environment variable when neither flag nor config sets it (keeps secrets out of `ps`). */
   env?: string;
+  /** size and duration: the smallest and largest value accepted (default: 0 and none). */
+  min?: number;
+  max?: number;
+  /** duration: what 0 means, when 0 is allowed (said in the error when it is not). */
+  zero?: string;
+}
+
+/** Units of a size, lower case: decimal (KB = 1000) and binary (KiB = 1024), as disks and tools use both. */
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Bytes from "1048576", "100MB", "1.5 GiB" (case-insensitive); a string saying what is wrong otherwise. */
+export function parseSize(text: string): number | string {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) return 'a size in bytes, or a number with a unit: B, KB, MB, GB, KiB, MiB, GiB (e.g. 100MB, 1.5GiB)';
+  const bytes = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(bytes)) return 'a whole number of bytes (e.g. 1.5KB, not 1.5B)';
+  return bytes;
+}
+
+/** Milliseconds from "90s", "30m", "12h", "7d" (or "0"); a string saying what is wrong otherwise. */
+export function parseDuration(text: string): number | string {
+  if (/^\s*0+(\.0*)?\s*$/.test(text)) return 0;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/i.exec(text);
+  if (!m) {
+    return /^\s*\d+(\.\d+)?\s*$/.test(text)
+      ? `a duration with its unit: ${text.trim()}s, ${text.trim()}m, ${text.trim()}h or ${text.trim()}d (a bare number is ambiguous)`
+      : 'a duration with a unit: s, m, h or d (e.g. 90s, 30m, 12h, 7d)';
+  }
+  const ms = Number(m[1]) * DURATION_UNITS[m[2].toLowerCase()];
+  if (!Number.isSafeInteger(Math.round(ms))) return 'a shorter duration';
+  return Math.round(ms);
+}
+
+/** The largest unit that divides the value evenly: 104857600 -> "100MiB", 1000000 -> "1MB". */
+export function formatSize(bytes: number): string {
+  for (const u of ['TiB', 'TB', 'GiB', 'GB', 'MiB', 'MB', 'KiB', 'KB']) {
+    const n = SIZE_UNITS[u.toLowerCase()];
+    if (bytes >= n && bytes % n === 0) return `${bytes / n}${u}`;
+  }
+  return `${bytes}B`;
+}
+
+/** The largest unit that divides the value evenly: 604800000 -> "7d". */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0';
+  for (const u of ['d', 'h', 'm', 's']) if (ms % DURATION_UNITS[u] === 0) return `${ms / DURATION_UNITS[u]}${u}`;
+  return `${ms}ms`;
 }
 
 export const SERVER_OPTIONS: readonly OptionSpec[] = [
@@ -30,6 +93,52 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
   { flag: 'feedback-port', key: 'feedbackPort', kind: 'port', arg: 'N', help: `media feedback, UDP (default ${DEFAULT_PORTS.feedback})` },
   { flag: 'file-port', key: 'filePort', kind: 'port', arg: 'N', help: `file server, TCP (default ${DEFAULT_PORTS.file})` },
   { flag: 'data-dir', key: 'dataDir', kind: 'string', arg: 'DIR', help: `database and files (default ${DEFAULTS.dataDir})` },
+  {
+    flag: 'max-file-size',
+    key: 'maxFileBytes',
+    kind: 'size',
+    arg: 'SIZE',
+    help: `largest file to share, e.g. 500MB or 2GiB (default ${formatSize(DEFAULTS.maxFileBytes)})`,
+  },
+  {
+    flag: 'file-chunk-size',
+    key: 'fileChunkSize',
+    kind: 'size',
+    arg: 'SIZE',
+    min: MIN_CHUNK_SIZE,
+    max: MAX_CHUNK_SIZE,
+    help: `file transfer chunk, each with its MD5: ${formatSize(MIN_CHUNK_SIZE)} to ${formatSize(MAX_CHUNK_SIZE)} (default ${formatSize(DEFAULTS.files.chunkSize)})`,
+  },
+  {
+    flag: 'user-quota',
+    key: 'userQuotaBytes',
+    kind: 'size',
+    arg: 'SIZE',
+    help: `stored file bytes per user name (default ${formatSize(DEFAULTS.files.userQuotaBytes)})`,
+  },
+  {
+    flag: 'storage-quota',
+    key: 'storageQuotaBytes',
+    kind: 'size',
+    arg: 'SIZE',
+    help: `stored file bytes on this server (default ${formatSize(DEFAULTS.files.storageQuotaBytes)})`,
+  },
+  {
+    flag: 'file-retention',
+    key: 'fileRetentionMs',
+    kind: 'duration',
+    arg: 'DURATION',
+    zero: 'keep files until deleted',
+    help: `remove shared files this long after upload, e.g. 12h or 30d; 0 keeps them (default ${formatDuration(DEFAULTS.files.retentionMs)})`,
+  },
+  {
+    flag: 'partial-retention',
+    key: 'partialRetentionMs',
+    kind: 'duration',
+    arg: 'DURATION',
+    min: 1,
+    help: `keep an interrupted upload this long for resuming (default ${formatDuration(DEFAULTS.files.partialRetentionMs)})`,
+  },
   {
     flag: 'server-password',
     key: 'serverPassword',
@@ -98,7 +207,26 @@ function convert(spec: OptionSpec, raw: unknown, where: string): ServerOptions[k
       if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${where}: ${spec.flag} must be a number > 0, not "${s}"`);
       return n;
     }
+    case 'size': {
+      const n = parseSize(s);
+      if (typeof n === 'string') throw new UsageError(`${where}: ${spec.flag} must be ${n}, not "${s}"`);
+      return inRange(spec, n, s, where, formatSize);
+    }
+    case 'duration': {
+      const n = parseDuration(s);
+      if (typeof n === 'string') throw new UsageError(`${where}: ${spec.flag} must be ${n}, not "${s}"`);
+      if (n === 0 && !spec.zero) throw new UsageError(`${where}: ${spec.flag} must be longer than 0 (e.g. 30m), not "${s}"`);
+      return inRange(spec, n, s, where, formatDuration);
+    }
   }
+}
+
+function inRange(spec: OptionSpec, n: number, s: string, where: string, format: (n: number) => string): number {
+  if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+    const range = spec.max !== undefined ? `${format(spec.min ?? 0)} to ${format(spec.max)}` : `at least ${format(spec.min ?? 0)}`;
+    throw new UsageError(`${where}: ${spec.flag} must be ${range}, not "${s}"`);
+  }
+  return n;
 }
 
 /** Keys a config file may use: the flag name (video-port) or the option name (videoPort). */
@@ -159,7 +287,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
 }
 
 export function serverHelp(): string {
-  const rows = SERVER_OPTIONS.map((o) => `  --${`${o.flag} ${o.arg}`.padEnd(26)} ${o.help}`);
+  const rows = SERVER_OPTIONS.map((o) => `  --${`${o.flag} ${o.arg}`.padEnd(28)} ${o.help}`);
   return [
     'LAN Video Call server',
     '',
@@ -167,8 +295,8 @@ export function serverHelp(): string {
     '',
     'Options:',
     ...rows,
-    `  --${'config FILE'.padEnd(26)} JSON file with any of the options above (keys as flag names); flags win`,
-    `  --${'help'.padEnd(26)} show this help`,
+    `  --${'config FILE'.padEnd(28)} JSON file with any of the options above (keys as flag names); flags win`,
+    `  --${'help'.padEnd(28)} show this help`,
     '',
     'Stop with Ctrl+C (SIGINT) or SIGTERM: clients are told and the database is closed cleanly.',
   ].join('\n');

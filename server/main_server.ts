@@ -1,10 +1,11 @@
 /**
  * The meeting server's control plane: TCP 8888, sessions, users, rooms, chat and
- * host controls, and the owner of the UDP media relay. It owns everything below it
- * (ownership tree, CONVENTIONS.md 7): Server -> {Store, UserManager, RoomManager,
- * MediaServer, Session*}; close() is idempotent and releases every socket, timer and
- * the database. The relay is told directly (addParticipant, removeParticipant,
- * setAllowed), so a host action takes effect on the next datagram.
+ * host controls, and the owner of the UDP media relay and the TCP file server. It owns
+ * everything below it (ownership tree, CONVENTIONS.md 7): Server -> {Store,
+ * UserManager, RoomManager, MediaServer, FileServer, Session*}; close() is idempotent
+ * and releases every socket, timer, file handle and the database. The relay is told
+ * directly (addParticipant, removeParticipant, setAllowed), so a host action takes
+ * effect on the next datagram; the file server asks (isMember) when a ticket is used.
  *
  * Every request is validated against shared/protocol/messages.ts before a handler
  * sees it; a handler returns the SUCCESS data (or throws a ProtocolError, sent as
@@ -45,6 +46,7 @@ import {
 import { hashPassword, Room, RoomManager, type LeaveResult, type RoleChange } from './room_manager';
 import { Session, errorEnvelope, type SessionCounters } from './session';
 import { MediaServer, type MediaAllow, type MediaStats } from './media_server';
+import { FileServer, OPEN_TIMEOUT_MS, type FileChange, type FileServerStats } from './file_server';
 import { Store } from './store';
 import { nameKey, ROLE_RANK, User, UserManager } from './user_manager';
 
@@ -59,8 +61,29 @@ export interface ServerOptions {
   audioPort?: number;
   screenPort?: number;
   feedbackPort?: number;
+  /** File server port (TCP); 0 picks a free one. */
   filePort?: number;
   dataDir?: string;
+  /** Largest file FILE_UPLOAD_START accepts (bytes). */
+  maxFileBytes?: number;
+  /** Chunk size of an upload whose client names none (bytes; clamped to 16 KiB - 4 MiB). */
+  fileChunkSize?: number;
+  /** Stored bytes per user name (completed files plus uploads under way). */
+  userQuotaBytes?: number;
+  /** Stored bytes on the whole server. */
+  storageQuotaBytes?: number;
+  /** Completed files are removed this long after upload; 0 keeps them until deleted. */
+  fileRetentionMs?: number;
+  /** A partial upload nobody resumes is removed this long after its last progress. */
+  partialRetentionMs?: number;
+  /** A file server ticket must be used within this long. */
+  fileTicketTtlMs?: number;
+  /** A transfer connection silent this long is closed (TRANSFER_TIMEOUT). */
+  fileIdleTimeoutMs?: number;
+  /** A file server connection must send OPEN this soon after connecting. */
+  fileOpenTimeoutMs?: number;
+  /** Open connections to the file server at most (FILE_SERVER_BUSY beyond). */
+  maxFileConnections?: number;
   serverPassword?: string | null;
   adminPassword?: string | null;
   serverName?: string;
@@ -104,6 +127,16 @@ export function resolveServerOptions(o: ServerOptions = {}): ResolvedServerOptio
     feedbackPort: o.feedbackPort ?? DEFAULT_PORTS.feedback,
     filePort: o.filePort ?? DEFAULT_PORTS.file,
     dataDir: o.dataDir ?? DEFAULTS.dataDir,
+    maxFileBytes: o.maxFileBytes ?? DEFAULTS.maxFileBytes,
+    fileChunkSize: o.fileChunkSize ?? DEFAULTS.files.chunkSize,
+    userQuotaBytes: o.userQuotaBytes ?? DEFAULTS.files.userQuotaBytes,
+    storageQuotaBytes: o.storageQuotaBytes ?? DEFAULTS.files.storageQuotaBytes,
+    fileRetentionMs: o.fileRetentionMs ?? DEFAULTS.files.retentionMs,
+    partialRetentionMs: o.partialRetentionMs ?? DEFAULTS.files.partialRetentionMs,
+    fileTicketTtlMs: o.fileTicketTtlMs ?? DEFAULTS.files.ticketTtlMs,
+    fileIdleTimeoutMs: o.fileIdleTimeoutMs ?? DEFAULTS.files.idleTimeoutMs,
+    fileOpenTimeoutMs: o.fileOpenTimeoutMs ?? OPEN_TIMEOUT_MS,
+    maxFileConnections: o.maxFileConnections ?? DEFAULTS.files.maxConnections,
     serverPassword: o.serverPassword || null,
     adminPassword: o.adminPassword || null,
     serverName: o.serverName ?? 'LAN Video Call',
@@ -188,6 +221,8 @@ export class Server extends TypedEmitter<ServerEvents> {
   readonly rooms: RoomManager;
   /** The UDP media relay; its stats() is part of the observer API. */
   readonly media: MediaServer;
+  /** The TCP file server; its stats() is part of the observer API (fileStats). */
+  readonly files: FileServer;
   private readonly sessions = new Set<Session>();
   private tcp: net.Server | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -227,6 +262,28 @@ export class Server extends TypedEmitter<ServerEvents> {
       },
       logger: this.log,
     });
+    const o = this.options;
+    this.files = new FileServer({
+      host: o.host,
+      port: o.filePort,
+      dataDir: o.dataDir,
+      store: this.store,
+      logger: this.log,
+      maxFileBytes: o.maxFileBytes,
+      chunkSize: o.fileChunkSize,
+      userQuotaBytes: o.userQuotaBytes,
+      storageQuotaBytes: o.storageQuotaBytes,
+      retentionMs: o.fileRetentionMs,
+      partialRetentionMs: o.partialRetentionMs,
+      ticketTtlMs: o.fileTicketTtlMs,
+      idleTimeoutMs: o.fileIdleTimeoutMs,
+      openTimeoutMs: o.fileOpenTimeoutMs,
+      maxConnections: o.maxFileConnections,
+      // A user held for resume is still in the room: a transfer may go on meanwhile.
+      isMember: (userId, roomId) => this.users.get(userId)?.roomId === roomId,
+      roomExists: (roomId) => this.rooms.get(roomId) !== undefined,
+      onChange: (roomId, change) => this.filesChanged(roomId, change),
+    });
     this.handlers = this.makeHandlers();
   }
 
@@ -258,7 +315,10 @@ export class Server extends TypedEmitter<ServerEvents> {
     });
     try {
       await this.media.start();
+      await this.files.start();
     } catch (e) {
+      // Whatever did bind is let go, so the operator can fix the flag and start again.
+      await this.media.close();
       await new Promise<void>((r) => tcp.close(() => r()));
       this.tcp = null;
       throw e;
@@ -291,6 +351,11 @@ export class Server extends TypedEmitter<ServerEvents> {
     return this.media.stats();
   }
 
+  /** The file server's stored files, transfers under way and counters. */
+  fileStats(): FileServerStats {
+    return this.files.stats();
+  }
+
   /** Graceful shutdown: clients are told (DISCONNECT, reconnect: true), then everything is released. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
@@ -321,6 +386,7 @@ export class Server extends TypedEmitter<ServerEvents> {
     await Promise.all(socketsClosed);
     await listenerClosed;
     await this.media.close();
+    await this.files.close();
     for (const u of this.users.all()) if (u.graceTimer) clearTimeout(u.graceTimer);
     this.rooms.close();
     await this.store.close();
@@ -405,7 +471,9 @@ export class Server extends TypedEmitter<ServerEvents> {
       const why =
         type === 'VIDEO_FRAME' || type === 'AUDIO_FRAME'
           ? 'Media travels on the UDP media ports, not in JSON.'
-          : 'This feature is not available on this server yet.';
+          : type.startsWith('FILE_')
+            ? 'File bytes travel on the file server port (TCP) with a ticket from FILE_UPLOAD_START or FILE_DOWNLOAD_REQUEST, never on the control connection.'
+            : 'This feature is not available on this server yet.';
       return this.reject(session, new ProtocolError('NOT_SUPPORTED', { type, why }), replyTo);
     }
     if (!isRequestType(type)) return this.reject(session, new ProtocolError('NOT_A_REQUEST', { type }), replyTo);
@@ -521,8 +589,17 @@ export class Server extends TypedEmitter<ServerEvents> {
   }
 
   private roomRemoved(room: Room): void {
+    // Files shared in a room live as long as the room (a persistent room's survive restarts).
+    this.files.removeRoomFiles(room.room_id);
     this.emit('room_removed', room.room_id);
     this.scheduleRoomList();
+  }
+
+  /** A file was added, deleted or expired: the room gets its new list, saying what changed. */
+  private filesChanged(roomId: string, change: FileChange): void {
+    const room = this.rooms.get(roomId);
+    if (!room || this.closing) return;
+    this.pushToRoom(room, MT.FILE_LIST, { room_id: roomId, files: this.files.list(roomId), change });
   }
 
   /** ROOM_LIST pushes are coalesced: a burst of joins sends one list. */
@@ -845,6 +922,7 @@ export class Server extends TypedEmitter<ServerEvents> {
         // SUCCESS first, then history, then tell the others: the joiner sees a consistent order.
         return this.replyThen(user.session, replyTo, reply, () => {
           this.push(user, MT.CHAT_HISTORY, { room_id: room.room_id, messages: room.history.slice() }, { room_id: room.room_id });
+          this.push(user, MT.FILE_LIST, { room_id: room.room_id, files: this.files.list(room.room_id) }, { room_id: room.room_id });
           this.pushToRoom(room, MT.USER_JOIN, info, { except: user });
           this.userChanged(user);
           this.scheduleRoomList();
@@ -1059,6 +1137,41 @@ export class Server extends TypedEmitter<ServerEvents> {
         this.log.info('meeting ended', { room: room.room_name, by: user.username });
         this.endMeeting(room, user);
         return { message: 'Meeting ended' };
+      },
+
+      FILE_UPLOAD_START: ({ user, data }) => {
+        // Only members share into a room (an admin too: roomOf lets an admin name any room).
+        const room = this.roomOf(user, data.room_id);
+        if (user.roomId !== room.room_id) throw new ProtocolError('NOT_IN_ROOM');
+        return this.files.startUpload({
+          user: user.ref,
+          roomId: room.room_id,
+          name: data.name,
+          size: data.size,
+          chunkSize: data.chunk_size,
+          resumeId: data.resume_id,
+        });
+      },
+      FILE_DOWNLOAD_REQUEST: ({ user, data }) => {
+        const room = this.roomOf(user);
+        return this.files.requestDownload({ user: user.ref, roomId: room.room_id, fileId: data.file_id });
+      },
+      FILE_LIST: ({ user, data }) => {
+        const room = this.roomOf(user, data.room_id);
+        return { room_id: room.room_id, files: this.files.list(room.room_id) };
+      },
+      FILE_DELETE: ({ user, data }) => {
+        if (!user.roomId && !user.isAdmin) throw new ProtocolError('NOT_IN_ROOM');
+        const file = this.files.getFile(data.file_id);
+        // Another room's file is "not found" too: nobody learns what other rooms hold.
+        if (!file || (file.room_id !== user.roomId && !user.isAdmin)) throw new ProtocolError('FILE_NOT_FOUND', { file_id: data.file_id });
+        const isUploader = file.owner_key === nameKey(user.username);
+        const isRoomModerator = user.roomId === file.room_id && user.role !== null && ROLE_RANK[user.role] >= ROLE_RANK.moderator;
+        if (!isUploader && !isRoomModerator && !user.isAdmin) {
+          throw new ProtocolError('PERMISSION_DENIED', { needed: 'the uploader, a host or moderator of the room, or an admin', action: 'delete this file' });
+        }
+        this.files.deleteFile(file.file_id, user.ref);
+        return { file_id: file.file_id, message: `Deleted "${file.name}"` };
       },
     };
   }

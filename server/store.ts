@@ -1,8 +1,9 @@
 /**
  * SQLite persistence (better-sqlite3) in the data directory: persistent rooms, their
- * chat history, and versioned migrations that later features extend (files,
- * recordings). Synchronous by design: each statement is a few microseconds and the
- * server's event loop is the only writer, so there is nothing to wait for.
+ * chat history, the index of shared files, and versioned migrations that later
+ * features extend (recordings). Synchronous by design: each statement is a few
+ * microseconds and the server's event loop is the only writer, so there is nothing to
+ * wait for.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -50,6 +51,30 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX chat_messages_room ON chat_messages(room_id, id);
     `,
   },
+  {
+    version: 2,
+    name: 'files',
+    // No foreign key to rooms: a temporary room's files are indexed too, and it is not
+    // in the rooms table. The file server removes a room's files when the room goes.
+    sql: `
+      CREATE TABLE files (
+        file_id       TEXT PRIMARY KEY,
+        room_id       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        md5           TEXT NOT NULL,
+        chunk_size    INTEGER NOT NULL,
+        chunk_md5s    BLOB NOT NULL,
+        uploader_id   TEXT NOT NULL,
+        uploader_name TEXT NOT NULL,
+        owner_key     TEXT NOT NULL,
+        uploaded_at   REAL NOT NULL,
+        expires_at    REAL
+      );
+      CREATE INDEX files_room ON files(room_id, uploaded_at);
+      CREATE INDEX files_owner ON files(owner_key);
+    `,
+  },
 ];
 
 export interface StoredRoom {
@@ -81,6 +106,27 @@ interface ChatRow {
 
 /** A row to write is a row as read. */
 type ChatInsert = ChatRow;
+
+/**
+ * A shared file as indexed: the file object of the wire (FileInfo) plus what only the
+ * server needs, the MD5 of each chunk as verified at upload (16 bytes each, in order;
+ * downloads send them so a byte that rots on disk is caught) and the uploader's name
+ * key (quotas and delete rights follow the name across sessions).
+ */
+export interface StoredFile {
+  file_id: string;
+  room_id: string;
+  name: string;
+  size: number;
+  md5: string;
+  chunk_size: number;
+  chunk_md5s: Buffer;
+  uploader_id: string;
+  uploader_name: string;
+  owner_key: string;
+  uploaded_at: number;
+  expires_at: number | null;
+}
 
 /**
  * WAL checkpoints run here, on a connection of their own in a worker thread. SQLite's
@@ -190,6 +236,21 @@ export class Store {
         `SELECT * FROM chat_messages WHERE room_id = ? AND id < (SELECT id FROM chat_messages WHERE chat_id = ?)
          ORDER BY id DESC LIMIT ?`,
       ),
+      insertFile: this.db.prepare(
+        `INSERT INTO files (file_id, room_id, name, size, md5, chunk_size, chunk_md5s, uploader_id, uploader_name, owner_key, uploaded_at, expires_at)
+         VALUES (@file_id, @room_id, @name, @size, @md5, @chunk_size, @chunk_md5s, @uploader_id, @uploader_name, @owner_key, @uploaded_at, @expires_at)`,
+      ),
+      getFile: this.db.prepare<[string], StoredFile>('SELECT * FROM files WHERE file_id = ?'),
+      listFiles: this.db.prepare<[string], StoredFile>('SELECT * FROM files WHERE room_id = ? ORDER BY uploaded_at, rowid'),
+      countFiles: this.db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM files WHERE room_id = ?'),
+      deleteFile: this.db.prepare<[string]>('DELETE FROM files WHERE file_id = ?'),
+      fileUsage: this.db.prepare<[string], { n: number | null }>('SELECT SUM(size) AS n FROM files WHERE owner_key = ?'),
+      totalFileUsage: this.db.prepare<[], { n: number | null; files: number }>('SELECT SUM(size) AS n, COUNT(*) AS files FROM files'),
+      expiredFiles: this.db.prepare<[number], StoredFile>(
+        'SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at',
+      ),
+      fileRoomIds: this.db.prepare<[], { room_id: string }>('SELECT DISTINCT room_id FROM files'),
+      allFileIds: this.db.prepare<[], { file_id: string }>('SELECT file_id FROM files'),
     };
     this.nextChatId = (this.stmts.lastChatId.get()?.id ?? 0) + 1;
     this.onWriteError = options.onWriteError ?? (() => undefined);
@@ -344,6 +405,56 @@ export class Store {
       is_private: false,
       recipient: null,
     }));
+  }
+
+  // ---------------------------------------------------------------- files
+
+  insertFile(file: StoredFile): void {
+    this.stmts.insertFile.run(file);
+  }
+
+  getFile(fileId: string): StoredFile | undefined {
+    return this.stmts.getFile.get(fileId);
+  }
+
+  /** A room's files, oldest first. */
+  listFiles(roomId: string): StoredFile[] {
+    return this.stmts.listFiles.all(roomId);
+  }
+
+  countFiles(roomId: string): number {
+    return this.stmts.countFiles.get(roomId)?.n ?? 0;
+  }
+
+  /** Removes the file's row; true when there was one. */
+  deleteFile(fileId: string): boolean {
+    return this.stmts.deleteFile.run(fileId).changes > 0;
+  }
+
+  /** Bytes of completed files stored under this owner key (the uploader's name key). */
+  fileUsage(ownerKey: string): number {
+    return this.stmts.fileUsage.get(ownerKey)?.n ?? 0;
+  }
+
+  /** Bytes and count of every completed file on the server. */
+  totalFileUsage(): { bytes: number; files: number } {
+    const r = this.stmts.totalFileUsage.get();
+    return { bytes: r?.n ?? 0, files: r?.files ?? 0 };
+  }
+
+  /** Files whose expires_at is at or before `nowSec` (seconds since the epoch). */
+  expiredFiles(nowSec: number): StoredFile[] {
+    return this.stmts.expiredFiles.all(nowSec);
+  }
+
+  /** Every room that has files (to find files of rooms that no longer exist). */
+  fileRoomIds(): string[] {
+    return this.stmts.fileRoomIds.all().map((r) => r.room_id);
+  }
+
+  /** Every indexed file id (to find files on disk that nothing lists). */
+  fileIds(): Set<string> {
+    return new Set(this.stmts.allFileIds.all().map((r) => r.file_id));
   }
 
   /** Closes the database; resolves once the checkpoint worker has closed its connection too. */

@@ -37,6 +37,7 @@ export const SERVER_CAPABILITIES = Object.freeze([
   'media_udp', // ROOM_JOIN grants a media token; camera, audio, screen and feedback travel on UDP
   'media_subscribe', // MEDIA_SUBSCRIBE pauses or resumes one participant's stream
   'stop_video', // STOP_VIDEO: a host turns someone's camera or screen share off
+  'files', // FILE_UPLOAD_START / FILE_DOWNLOAD_REQUEST tickets for the file server, FILE_LIST, FILE_DELETE
 ]);
 
 export const LIMITS = Object.freeze({
@@ -56,6 +57,10 @@ export const LIMITS = Object.freeze({
   maxInboundFrameBytes: 16 * 1024 * 1024,
   /** Bytes queued to one slow control connection before the server drops it. */
   maxSendBufferBytes: 8 * 1024 * 1024,
+  /** Files one room's list holds at most (keeps FILE_LIST well under a control frame). */
+  maxFilesPerRoom: 1000,
+  /** A file name as given (before it is made safe), in characters. */
+  maxFileNameInput: 4096,
 });
 
 export const DEFAULTS = Object.freeze({
@@ -77,6 +82,24 @@ export const DEFAULTS = Object.freeze({
   /** A dropped connection keeps the user's place this long for a resume. */
   resumeGraceMs: 10_000,
   maxFileBytes: 100 * 1024 * 1024,
+  files: {
+    /** Bytes per chunk of a new upload (each chunk carries its own MD5). */
+    chunkSize: 256 * 1024,
+    /** Stored bytes per user (by name), completed files plus uploads under way. */
+    userQuotaBytes: 1024 * 1024 * 1024,
+    /** Stored bytes on the whole server. */
+    storageQuotaBytes: 10 * 1024 * 1024 * 1024,
+    /** Completed files are removed this long after upload; 0 keeps them until deleted. */
+    retentionMs: 7 * 24 * 3600_000,
+    /** A partial upload nobody resumed is removed after this long without progress. */
+    partialRetentionMs: 3600_000,
+    /** A ticket must be used within this long, once. */
+    ticketTtlMs: 60_000,
+    /** A transfer connection silent this long is closed (a partial upload stays for resuming). */
+    idleTimeoutMs: 30_000,
+    /** Open connections to the file server at most. */
+    maxConnections: 256,
+  },
   video: { width: 640, height: 480, fps: 30, jpegQuality: 80 },
   dataDir: './data',
 });

@@ -6,13 +6,14 @@
  *
  * `message` is a template: `{name}` is replaced from the error's details.
  * `hint` tells the user what to do next.
- * `scope` says who produces it: 'wire' codes are sent by the server in ERROR,
+ * `scope` says who produces it: 'wire' codes are sent by the server in ERROR on the
+ * control connection, 'file' codes by the file server in its ERROR (or NACK) frame,
  * 'local' codes are raised by the client library without a server reply.
  */
 export interface ErrorSpec {
   message: string;
   hint: string;
-  scope: 'wire' | 'local';
+  scope: 'wire' | 'file' | 'local';
   /** The server closes the control connection after sending this error. */
   fatal?: boolean;
 }
@@ -69,7 +70,7 @@ export const ERROR_CODES = spec({
   },
   NOT_SUPPORTED: {
     message: '{type} is not handled on the control connection by this server: {why}',
-    hint: 'Media frames travel on the UDP media ports; files and recording are not available on this server yet.',
+    hint: 'Media frames travel on the UDP media ports and file bytes on the file server port (ask for a ticket with FILE_UPLOAD_START or FILE_DOWNLOAD_REQUEST); recording is not available on this server yet.',
     scope: 'wire',
   },
   // --- sessions ---
@@ -226,7 +227,79 @@ export const ERROR_CODES = spec({
     hint: 'List the users (/users) and pick someone online.',
     scope: 'wire',
   },
+  // --- files (control connection) ---
+  FILE_TOO_LARGE: {
+    message: 'File of {size} bytes is larger than the limit of {limit} bytes',
+    hint: 'Share a smaller file, or ask whoever runs the server to raise --max-file-size.',
+    scope: 'wire',
+  },
+  QUOTA_EXCEEDED: {
+    message: 'Storing {size} more bytes would exceed {what} of {limit} bytes ({used} bytes used)',
+    hint: 'Delete files that are no longer needed (/files, /delete ID), or ask whoever runs the server to raise the quota.',
+    scope: 'wire',
+  },
+  DISK_FULL: {
+    message: 'The server has no room for the file: {reason}',
+    hint: 'Ask whoever runs the server to free disk space, then upload again.',
+    scope: 'wire',
+  },
+  TOO_MANY_FILES: {
+    message: 'This room already holds {limit} files',
+    hint: 'Delete files that are no longer needed (/delete ID) before sharing more.',
+    scope: 'wire',
+  },
+  FILE_NOT_FOUND: {
+    message: 'No file {file_id} in your room',
+    hint: 'List the room\'s files (/files) and use one of their ids.',
+    scope: 'wire',
+  },
+  UPLOAD_NOT_FOUND: {
+    message: 'No partial upload {upload_id} to resume',
+    hint: 'Upload the file again from the start; partial uploads are kept for a limited time.',
+    scope: 'wire',
+  },
+  // --- file server (TCP file port) ---
+  TICKET_INVALID: {
+    message: 'File server ticket refused: {reason}',
+    hint: 'Ask for a new ticket with FILE_UPLOAD_START or FILE_DOWNLOAD_REQUEST on the control connection; a ticket works once, within a minute.',
+    scope: 'file',
+  },
+  FILE_FRAME_INVALID: {
+    message: 'Bad file server frame: {reason}',
+    hint: 'Follow the file server framing in docs/PROTOCOL.md; the transfer connection is closed.',
+    scope: 'file',
+  },
+  CHUNK_MD5_MISMATCH: {
+    message: 'Chunk at offset {offset} does not match its MD5',
+    hint: 'Nothing to do: the chunk is sent again from that offset.',
+    scope: 'file',
+  },
+  FILE_MD5_MISMATCH: {
+    message: 'The file does not match its MD5 (expected {expected}, got {actual})',
+    hint: 'Transfer the file again; if it keeps failing, the file may have changed while it was read.',
+    scope: 'file',
+  },
+  TRANSFER_TIMEOUT: {
+    message: 'Nothing arrived for {seconds} s on the file transfer',
+    hint: 'The client resumes by itself; check the network between client and server.',
+    scope: 'file',
+  },
+  FILE_SERVER_BUSY: {
+    message: 'The file server already has {limit} connections open',
+    hint: 'Try again in a moment.',
+    scope: 'file',
+  },
   // --- raised by the client library itself ---
+  LOCAL_FILE_ERROR: {
+    message: 'Cannot {action} {path}: {reason}',
+    hint: 'Check the path and its permissions, and that the disk has room.',
+    scope: 'local',
+  },
+  TRANSFER_FAILED: {
+    message: '{op} of "{name}" failed after {attempts} attempts: {reason}',
+    hint: 'Check that the server\'s file port ({port}, TCP) is reachable and try again; an upload resumes where it stopped.',
+    scope: 'local',
+  },
   MEDIA_UNREACHABLE: {
     message: 'The media relay at {host} did not answer on UDP port(s) {ports}',
     hint: 'Video and audio need the UDP media ports (8889-8892 by default) open between you and the server: check the firewall on both machines.',

@@ -151,6 +151,26 @@ export const ChatEntrySchema = z.object({
 });
 export type ChatEntry = z.infer<typeof ChatEntrySchema>;
 
+/** A file shared in a room (FILE_LIST). */
+export const FileInfoSchema = z.object({
+  file_id: z.string(),
+  room_id: z.string(),
+  /** Safe to show and to use as a file name: no path, no control characters, at most 255 bytes. */
+  name: z.string(),
+  size: z.number().int(),
+  /** MD5 of the whole file, 32 hex digits. */
+  md5: z.string(),
+  /** Bytes per chunk on the file server (each chunk carries its own MD5). */
+  chunk_size: z.number().int(),
+  uploader_id: z.string(),
+  uploader_name: z.string(),
+  /** Seconds since the epoch. */
+  uploaded_at: z.number(),
+  /** When the server will remove it (seconds since the epoch), or null to keep it until deleted. */
+  expires_at: z.number().nullable(),
+});
+export type FileInfo = z.infer<typeof FileInfoSchema>;
+
 // ---------------------------------------------------------------- requests
 
 /** A user named by id or by username (either one). */
@@ -233,6 +253,25 @@ export const REQUEST_SCHEMAS = {
     kind: z.enum(['video', 'screen', 'audio']),
     paused: z.boolean(),
   }),
+  /**
+   * Ask to upload a file to the room: the reply carries a single-use ticket for the file
+   * server (TCP file port), where the bytes go. The size is checked before any byte moves.
+   */
+  FILE_UPLOAD_START: z.object({
+    room_id: id.nullish(),
+    /** As the user sees it; the server makes it safe (no path, no control characters). */
+    name: z.string().min(1).max(LIMITS.maxFileNameInput),
+    size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+    /** Preferred chunk size; the server clamps it to its limits. */
+    chunk_size: z.number().int().positive().optional(),
+    /** Continue this earlier upload (its upload_id) instead of starting anew. */
+    resume_id: z.string().min(1).max(64).optional(),
+  }),
+  /** Ask to download a file of your room: the reply carries a ticket for the file server. */
+  FILE_DOWNLOAD_REQUEST: z.object({ file_id: id }),
+  FILE_LIST: roomRef,
+  /** The uploader, a host or moderator of the room, or an admin. */
+  FILE_DELETE: z.object({ file_id: id }),
 } as const;
 
 export type RequestType = keyof typeof REQUEST_SCHEMAS;
@@ -243,11 +282,14 @@ export function isRequestType(t: string): t is RequestType {
   return Object.prototype.hasOwnProperty.call(REQUEST_SCHEMAS, t);
 }
 
-/** Original names that this server knows but does not take on the control connection. */
+/**
+ * Original names that this server knows but does not take on the control connection.
+ * FILE_UPLOAD_CHUNK/END and FILE_DOWNLOAD_CHUNK/END name frames of the file server
+ * (shared/protocol/file_frames.ts): file bytes never travel on the control connection.
+ */
 export const RESERVED_TYPES: ReadonlySet<MessageType> = new Set<MessageType>([
-  'VIDEO_FRAME', 'AUDIO_FRAME', 'FILE_UPLOAD_START', 'FILE_UPLOAD_CHUNK', 'FILE_UPLOAD_END',
-  'FILE_DOWNLOAD_REQUEST', 'FILE_DOWNLOAD_CHUNK', 'FILE_DOWNLOAD_END', 'FILE_LIST',
-  'FILE_DELETE', 'RECORDING_START', 'RECORDING_STOP',
+  'VIDEO_FRAME', 'AUDIO_FRAME', 'FILE_UPLOAD_CHUNK', 'FILE_UPLOAD_END',
+  'FILE_DOWNLOAD_CHUNK', 'FILE_DOWNLOAD_END', 'RECORDING_START', 'RECORDING_STOP',
 ]);
 
 // ---------------------------------------------------------------- replies (SUCCESS data)
@@ -328,6 +370,21 @@ export const RESPONSE_SCHEMAS = {
   END_MEETING: ok,
   STOP_VIDEO: z.object({ user: UserInfoSchema }),
   MEDIA_SUBSCRIBE: z.object({ user_id: z.string(), kind: z.string(), paused: z.boolean() }),
+  FILE_UPLOAD_START: z.object({
+    upload_id: z.string(),
+    /** Single-use; give it in OPEN on the file server within expires_in seconds. */
+    ticket: z.string(),
+    /** The file server's TCP port. */
+    port: z.number().int(),
+    chunk_size: z.number().int(),
+    /** The name the file will be listed under. */
+    name: z.string(),
+    size: z.number().int(),
+    expires_in: z.number(),
+  }),
+  FILE_DOWNLOAD_REQUEST: z.object({ ticket: z.string(), port: z.number().int(), file: FileInfoSchema, expires_in: z.number() }),
+  FILE_LIST: z.object({ room_id: z.string(), files: z.array(FileInfoSchema) }),
+  FILE_DELETE: z.object({ file_id: z.string(), message: z.string() }),
 } as const satisfies Record<RequestType, z.ZodType>;
 
 export type ResponseData<T extends RequestType> = z.output<(typeof RESPONSE_SCHEMAS)[T]>;
@@ -382,6 +439,21 @@ export const PUSH_SCHEMAS = {
   }),
   /** To the user whose camera or screen a host stopped. */
   STOP_VIDEO: z.object({ user_id: z.string(), kind: z.enum(['video', 'screen']), by: userRef }),
+  /**
+   * The room's files (newest last), pushed on join and whenever one is added, deleted or
+   * expires; `change` says what happened (absent on join).
+   */
+  FILE_LIST: z.object({
+    room_id: z.string(),
+    files: z.array(FileInfoSchema),
+    change: z
+      .object({
+        kind: z.enum(['added', 'deleted', 'expired']),
+        file: FileInfoSchema,
+        by: userRef.nullable(),
+      })
+      .optional(),
+  }),
   /** The server is closing this connection; `reason` says why, `reconnect` whether to come back. */
   DISCONNECT: z.object({ reason: z.string(), code: z.string().optional(), reconnect: z.boolean() }),
 } as const;
@@ -411,7 +483,8 @@ export { PROTOCOL_VERSION };
  * overrides/isolates (which can make one name look like another). Joiners
  * (U+200C/U+200D) stay allowed: emoji sequences and Persian words need them.
  */
-const INVISIBLE_OR_CONTROL = /[\p{Cc}\u2028\u2029\uFEFF\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/u;
+export const INVISIBLE_OR_CONTROL_CLASS = '[\\p{Cc}\\u2028\\u2029\\uFEFF\\u061C\\u200E\\u200F\\u202A-\\u202E\\u2066-\\u2069]';
+const INVISIBLE_OR_CONTROL = new RegExp(INVISIBLE_OR_CONTROL_CLASS, 'u');
 
 /** Why a username is not acceptable, or null when it is. */
 export function usernameProblem(name: string): string | null {

@@ -83,6 +83,20 @@ describe('run_server.ts', () => {
     }
   });
 
+  it('a TCP file port in use exits 1, names --file-port and says TCP', async () => {
+    const blocker = net.createServer();
+    const filePort = await freePort();
+    await new Promise<void>((r) => blocker.listen(filePort, '127.0.0.1', () => r()));
+    try {
+      const p = runTs('run_server.ts', ['--host', '127.0.0.1', '--port', String(await freePort()), '--data-dir', dir(), '--video-port', '0', '--audio-port', '0', '--screen-port', '0', '--feedback-port', '0', '--file-port', String(filePort)]);
+      procs.push(p);
+      expect(await p.exited).toBe(1);
+      expect(p.stderr()).toMatch(new RegExp(`\\(TCP\\).*TCP port ${filePort} is already in use.*choose another --file-port`));
+    } finally {
+      blocker.close();
+    }
+  });
+
   it('reads a config file; an unknown key is refused with the list of known keys', async () => {
     const d = dir();
     const bad = path.join(d, 'bad.json');
@@ -93,7 +107,8 @@ describe('run_server.ts', () => {
 
     const good = path.join(d, 'good.json');
     const port = await freePort();
-    fs.writeFileSync(good, JSON.stringify({ host: '127.0.0.1', port, 'data-dir': path.join(d, 'data'), serverPassword: 'sesame', 'log-level': 'warn' }));
+    // The file server on a free port: TCP 8891 may be taken by a parallel run.
+    fs.writeFileSync(good, JSON.stringify({ host: '127.0.0.1', port, 'data-dir': path.join(d, 'data'), serverPassword: 'sesame', 'log-level': 'warn', 'file-port': 0 }));
     const s = runTs('run_server.ts', ['--config', good]);
     procs.push(s);
     await s.waitFor(/listening on 127\.0\.0\.1:\d+/);

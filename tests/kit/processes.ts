@@ -94,8 +94,8 @@ export function runTs(script: string, args: string[], env: NodeJS.ProcessEnv = {
 /** Starts run_server.ts on a free port; resolves once it is listening. */
 export async function startServerProcess(dataDir: string, extra: string[] = [], port?: number): Promise<RunningProcess & { port: number }> {
   const p = port ?? (await freePort());
-  // Media ports 0 (free ones) unless the test names them: parallel tests must not collide on 8889-8892.
-  const media = ['video', 'audio', 'screen', 'feedback'].flatMap((k) => (extra.includes(`--${k}-port`) ? [] : [`--${k}-port`, '0']));
+  // Media and file ports 0 (free ones) unless the test names them: parallel tests must not collide on 8889-8892.
+  const media = ['video', 'audio', 'screen', 'feedback', 'file'].flatMap((k) => (extra.includes(`--${k}-port`) ? [] : [`--${k}-port`, '0']));
   const rp = runTs('run_server.ts', ['--host', '127.0.0.1', '--port', String(p), '--data-dir', dataDir, '--log-level', 'warn', ...media, ...extra]);
   await rp.waitFor(/listening on/);
   return { ...rp, port: p };

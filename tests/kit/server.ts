@@ -17,6 +17,8 @@ export function tmpDataDir(prefix = 'lanvc-test-'): string {
 
 /** Free media ports: parallel tests must not collide on 8889-8892. */
 export const MEDIA_PORTS_ANY = { videoPort: 0, audioPort: 0, screenPort: 0, feedbackPort: 0 } as const;
+/** Every port but the control port free: media (UDP 8889-8892) and the file server (TCP 8891). */
+export const PORTS_ANY = { ...MEDIA_PORTS_ANY, filePort: 0 } as const;
 
 export class Harness {
   readonly servers: Server[] = [];
@@ -27,7 +29,7 @@ export class Harness {
   async server(options: ServerOptions = {}): Promise<Server> {
     const dataDir = options.dataDir ?? tmpDataDir();
     if (!options.dataDir) this.dirs.push(dataDir);
-    const server = new Server({ ...MEDIA_PORTS_ANY, host: '127.0.0.1', port: 0, logLevel: 'warn', listPushDelayMs: 20, ...options, dataDir });
+    const server = new Server({ ...PORTS_ANY, host: '127.0.0.1', port: 0, logLevel: 'warn', listPushDelayMs: 20, ...options, dataDir });
     await server.start();
     this.servers.push(server);
     return server;

@@ -361,7 +361,7 @@ describe('ProtocolError and formatErrorMessage', () => {
       expect(code).toMatch(/^[A-Z0-9]+(_[A-Z0-9]+)*$/);
       expect(spec.message.length, code).toBeGreaterThan(0);
       expect(spec.hint.length, code).toBeGreaterThan(0);
-      expect(['wire', 'local']).toContain(spec.scope);
+      expect(['wire', 'file', 'local']).toContain(spec.scope);
       expect(isErrorCode(code)).toBe(true);
       // Every template renders with no placeholder left once its names are given.
       const names = [...spec.message.matchAll(/\{(\w+)\}/g)].map((m) => m[1]);

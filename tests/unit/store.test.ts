@@ -1,15 +1,16 @@
 /**
  * The SQLite store (server/store.ts) on a real database file in a temporary
- * directory: migrations, refusal of a newer schema, chat paging and the
- * rooms -> chat_messages cascade. The database is inspected with a second,
- * independent better-sqlite3 connection, so the store cannot vouch for itself.
+ * directory: migrations, refusal of a newer schema, chat paging, the rooms ->
+ * chat_messages cascade, and the files index (migration 2). The database is inspected
+ * with a second, independent better-sqlite3 connection, so the store cannot vouch for
+ * itself.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DB_FILE_NAME, MIGRATIONS, Store, StoreError, type StoredRoom } from '../../server/store';
+import { DB_FILE_NAME, MIGRATIONS, Store, StoreError, type StoredFile, type StoredRoom } from '../../server/store';
 import type { ChatEntry } from '../../shared/protocol/messages';
 
 const NEWEST = MIGRATIONS[MIGRATIONS.length - 1].version;
@@ -91,7 +92,7 @@ describe('Store migrations', () => {
     const tables = inspect(dir, (db) =>
       db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all(),
     ) as { name: string }[];
-    expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['chat_messages', 'rooms', 'schema_migrations']));
+    expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['chat_messages', 'files', 'rooms', 'schema_migrations']));
   });
 
   it('migration versions are strictly increasing (append-only list)', () => {
@@ -325,5 +326,129 @@ describe('WAL checkpoints off the event loop', () => {
     // After close the worker is gone and the database is whole: every row is there.
     await s.close();
     expect(inspect(dir, (db) => (db.prepare('SELECT COUNT(*) AS n FROM chat_messages').get() as { n: number }).n)).toBe(2000);
+  });
+});
+
+describe('Store files (migration 2)', () => {
+  function file(id: string, extra: Partial<StoredFile> = {}): StoredFile {
+    return {
+      file_id: id,
+      room_id: 'r1',
+      name: `${id}.txt`,
+      size: 1000,
+      md5: '0123456789abcdef0123456789abcdef',
+      chunk_size: 16384,
+      chunk_md5s: Buffer.alloc(16, 0xab),
+      uploader_id: 'u-1',
+      uploader_name: 'Alice',
+      owner_key: 'alice',
+      uploaded_at: 1_700_000_000,
+      expires_at: null,
+      ...extra,
+    };
+  }
+
+  it('a version 1 database gets the files table and its index, and keeps its rooms and chat', async () => {
+    const dir = tmpDir();
+    // Build a version 1 database by hand, the way a server before migration 2 left it.
+    const db = new Database(path.join(dir, DB_FILE_NAME));
+    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)');
+    db.exec(MIGRATIONS[0].sql);
+    db.prepare('INSERT INTO schema_migrations VALUES (1, ?, 1)').run(MIGRATIONS[0].name);
+    db.prepare("INSERT INTO rooms VALUES ('old', 'Old', 'u', 'U', 1, 5, 0, NULL, '{}')").run();
+    db.close();
+
+    const s = open(dir);
+    expect(s.schemaVersion).toBe(NEWEST);
+    expect(s.listRooms().map((r) => r.room_id)).toEqual(['old']);
+    s.insertFile(file('f1'));
+    await s.close();
+    const cols = inspect(dir, (d) => (d.prepare('PRAGMA table_info(files)').all() as { name: string; notnull: number }[]).map((c) => [c.name, c.notnull]));
+    expect(cols).toEqual([
+      ['file_id', 0],
+      ['room_id', 1],
+      ['name', 1],
+      ['size', 1],
+      ['md5', 1],
+      ['chunk_size', 1],
+      ['chunk_md5s', 1],
+      ['uploader_id', 1],
+      ['uploader_name', 1],
+      ['owner_key', 1],
+      ['uploaded_at', 1],
+      ['expires_at', 0],
+    ]);
+    const indexes = inspect(dir, (d) => (d.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'files'").all() as { name: string }[]).map((i) => i.name));
+    expect(indexes).toContain('files_room');
+    const roomIndex = inspect(dir, (d) => (d.prepare("PRAGMA index_info('files_room')").all() as { name: string }[]).map((c) => c.name));
+    expect(roomIndex).toEqual(['room_id', 'uploaded_at']);
+  });
+
+  it('a file of a room that is not in the rooms table is stored (temporary rooms have files too)', () => {
+    const s = open(tmpDir());
+    s.insertFile(file('f1', { room_id: 'temporary-room' }));
+    expect(s.getFile('f1')?.room_id).toBe('temporary-room');
+  });
+
+  it('round-trips every column, the chunk MD5s as bytes', () => {
+    const s = open(tmpDir());
+    const md5s = Buffer.concat([Buffer.alloc(16, 1), Buffer.alloc(16, 2), Buffer.alloc(16, 3)]);
+    const f = file('f1', { chunk_md5s: md5s, expires_at: 1_700_600_000.25, name: 'résumé ✓.pdf' });
+    s.insertFile(f);
+    const got = s.getFile('f1')!;
+    expect(got).toEqual(f);
+    expect(Buffer.isBuffer(got.chunk_md5s)).toBe(true);
+    expect(s.getFile('nope')).toBeUndefined();
+    expect(() => s.insertFile(f)).toThrow(/UNIQUE|PRIMARY/);
+  });
+
+  it('lists a room oldest first, counts it, and deletes one file', () => {
+    const s = open(tmpDir());
+    s.insertFile(file('late', { uploaded_at: 300 }));
+    s.insertFile(file('early', { uploaded_at: 100 }));
+    s.insertFile(file('same-time-b', { uploaded_at: 200 }));
+    s.insertFile(file('other-room', { room_id: 'r2', uploaded_at: 50 }));
+    expect(s.listFiles('r1').map((f) => f.file_id)).toEqual(['early', 'same-time-b', 'late']);
+    expect(s.countFiles('r1')).toBe(3);
+    expect(s.countFiles('r2')).toBe(1);
+    expect(s.countFiles('r3')).toBe(0);
+    expect(s.deleteFile('early')).toBe(true);
+    expect(s.deleteFile('early')).toBe(false);
+    expect(s.listFiles('r1').map((f) => f.file_id)).toEqual(['same-time-b', 'late']);
+    expect(s.fileRoomIds().sort()).toEqual(['r1', 'r2']);
+    expect([...s.fileIds()].sort()).toEqual(['late', 'other-room', 'same-time-b']);
+  });
+
+  it('usage sums sizes by owner key and over the server', () => {
+    const s = open(tmpDir());
+    expect(s.fileUsage('alice')).toBe(0);
+    expect(s.totalFileUsage()).toEqual({ bytes: 0, files: 0 });
+    s.insertFile(file('a1', { size: 100 }));
+    s.insertFile(file('a2', { size: 250, room_id: 'r2' }));
+    s.insertFile(file('b1', { size: 7, owner_key: 'bob', uploader_name: 'Bob' }));
+    expect(s.fileUsage('alice')).toBe(350);
+    expect(s.fileUsage('bob')).toBe(7);
+    expect(s.fileUsage('carol')).toBe(0);
+    expect(s.totalFileUsage()).toEqual({ bytes: 357, files: 3 });
+  });
+
+  it('expiredFiles returns files whose expires_at has passed, never those kept until deleted', () => {
+    const s = open(tmpDir());
+    s.insertFile(file('forever', { expires_at: null }));
+    s.insertFile(file('past', { expires_at: 1000 }));
+    s.insertFile(file('now', { expires_at: 2000 }));
+    s.insertFile(file('future', { expires_at: 3000 }));
+    expect(s.expiredFiles(2000).map((f) => f.file_id)).toEqual(['past', 'now']);
+    expect(s.expiredFiles(999)).toEqual([]);
+    expect(s.expiredFiles(1e12).map((f) => f.file_id)).toEqual(['past', 'now', 'future']);
+  });
+
+  it('files survive a reopen', async () => {
+    const dir = tmpDir();
+    const s1 = open(dir);
+    s1.insertFile(file('kept'));
+    await s1.close();
+    const s2 = open(dir);
+    expect(s2.getFile('kept')).toEqual(file('kept'));
   });
 });
