@@ -10,7 +10,7 @@
  * backoff; the count of attempts starts over whenever bytes are verified, so a long
  * transfer over a flaky link goes on as long as it makes progress.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
@@ -440,8 +440,11 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
     let listedName = t.name;
     // The whole-file MD5 covers exactly the bytes before `hashedTo`, which only moves as
     // the server acknowledges them (or when READY says it holds more than we saw acked).
-    let hash: Hash = createHash('md5');
+    // On a worker thread for a large file (shared/md5_stream.ts); its digest, once taken,
+    // is kept for a resume after FILE_UPLOAD_END.
+    let hash = new Md5Stream(size);
     let hashedTo = 0;
+    let fileMd5: string | null = null;
     let endSent = false;
     /** CANCEL went out on a live connection: the server removes the partial upload. */
     let cancelled = false;
@@ -472,12 +475,14 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
     const hashFileTo = async (to: number) => {
       if (to < hashedTo) {
         // The server holds less than it acknowledged (it should not): MD5 cannot go back, so start it over.
-        hash = createHash('md5');
+        hash.close();
+        hash = new Md5Stream(size);
         hashedTo = 0;
+        fileMd5 = null;
       }
       while (hashedTo < to) {
         const n = Math.min(HASH_READ_BYTES, to - hashedTo);
-        hash.update(await readAt(hashedTo, n));
+        hash.update(await readAt(hashedTo, n), true);
         hashedTo += n;
       }
     };
@@ -508,8 +513,8 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
           } catch (e) {
             // FILE_UPLOAD_END went out but DONE did not come back: the upload may be
             // complete and listed, in which case there is nothing left to resume.
-            if (endSent && e instanceof ProtocolError && e.code === 'UPLOAD_NOT_FOUND') {
-              const digest = hash.copy().digest('hex');
+            if (endSent && fileMd5 !== null && e instanceof ProtocolError && e.code === 'UPLOAD_NOT_FOUND') {
+              const digest = fileMd5;
               const files = await this.client.listFiles(roomId ?? undefined);
               // The newest match: an earlier upload of the same bytes may be listed too.
               const mine = [...files].reverse().find((f) => f.md5 === digest && f.size === size && f.name === listedName && f.uploader_name === this.client.username);
@@ -563,8 +568,9 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
                 const c = inflight[0];
                 const end = c.offset + c.body.length;
                 const part = end <= to ? c.body : c.body.subarray(0, to - c.offset);
-                hash.update(part);
                 hashedTo += part.length;
+                // Acknowledged, so written to the socket long ago: a whole chunk is handed over.
+                hash.update(part, end <= to);
                 if (end <= to) inflight.shift();
                 else inflight[0] = { offset: to, body: c.body.subarray(to - c.offset) };
               }
@@ -581,7 +587,8 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
             }
           }
           await hashFileTo(size);
-          link.send({ type: 'FILE_UPLOAD_END', md5: hash.copy().digest('hex') });
+          fileMd5 ??= await hash.digest();
+          link.send({ type: 'FILE_UPLOAD_END', md5: fileMd5 });
           endSent = true;
           const done = await link.expect('DONE');
           link.end();
@@ -594,6 +601,7 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
         }
       }
     } finally {
+      hash.close();
       signal.removeEventListener('abort', onAbort);
       if (signal.aborted && uploadId && !endSent && !cancelled) await this.cancelUpload(uploadId, t.name, size, roomId);
     }
@@ -723,14 +731,21 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
                 // Counted as a failed attempt; the next connection starts at this chunk.
                 throw new ProtocolError('CHUNK_MD5_MISMATCH', { offset: h.offset });
               }
-              // Written in order behind the socket: the next chunks arrive and are hashed while
-              // the disk takes this one; only a backlog pauses reading.
+              // Written behind the socket: the next chunks arrive and are checked while the
+              // disk takes this one; only a backlog pauses reading. The whole-file MD5 takes
+              // each chunk once it and those before it are on disk, when nothing else needs
+              // its buffer.
               const reading = link;
-              writer.write(f.body, h.offset, () => {
-                if (writer.pending < MAX_PENDING_WRITES) reading.release();
-              });
+              const whole = hash;
+              writer.write(
+                f.body,
+                h.offset,
+                (body) => whole.update(body, true),
+                () => {
+                  if (writer.pending < MAX_PENDING_WRITES) reading.release();
+                },
+              );
               if (writer.pending >= MAX_PENDING_WRITES) link.hold();
-              hash.update(f.body);
               verified += f.body.length;
               t.failures = 0;
               meter.update(verified);
@@ -884,13 +899,16 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
 }
 
 /**
- * A download's chunk writes to its .part file, one after another in arrival order, so
- * the socket and the hashing go on while the disk works. The first write error is kept
- * and thrown by drain() (as LOCAL_FILE_ERROR); later writes are skipped.
+ * A download's chunk writes to its .part file: up to MAX_PENDING_WRITES at once, each at
+ * its own position (the page-cache copy of a 256 KiB chunk takes about as long as
+ * hashing it twice, so one write at a time would make the disk the bottleneck), and
+ * reported back in file order, which the whole-file MD5 needs. The first write error is
+ * kept and thrown by drain() (as LOCAL_FILE_ERROR); later writes are skipped.
  */
 class PartWriter {
-  private chain: Promise<void> = Promise.resolve();
+  private readonly jobs: { body: Buffer; done: boolean; inOrder: (body: Buffer) => void }[] = [];
   private error: unknown = null;
+  private idle: (() => void)[] = [];
   pending = 0;
 
   constructor(
@@ -898,23 +916,31 @@ class PartWriter {
     private readonly file: string,
   ) {}
 
-  write(body: Buffer, position: number, done: () => void): void {
+  /** Starts writing `body` at `position`; `inOrder` runs once it and every earlier write are done; `settled` when it is. */
+  write(body: Buffer, position: number, inOrder: (body: Buffer) => void, settled: () => void): void {
+    const job = { body, done: false, inOrder };
+    this.jobs.push(job);
     this.pending++;
-    this.chain = this.chain.then(async () => {
-      try {
-        if (this.error === null) await writeAll(this.fh, body, position);
-      } catch (e) {
-        this.error = e;
-      } finally {
+    const run = this.error === null ? writeAll(this.fh, body, position) : Promise.resolve();
+    run
+      .catch((e: unknown) => {
+        this.error ??= e;
+      })
+      .finally(() => {
+        job.done = true;
         this.pending--;
-        done();
-      }
-    });
+        while (this.jobs.length > 0 && this.jobs[0].done) {
+          const j = this.jobs.shift()!;
+          if (this.error === null) j.inOrder(j.body);
+        }
+        settled();
+        if (this.pending === 0) for (const w of this.idle.splice(0)) w();
+      });
   }
 
   /** Resolves once every write is done; throws the first write error. */
   async drain(): Promise<void> {
-    await this.chain;
+    if (this.pending > 0) await new Promise<void>((r) => this.idle.push(r));
     if (this.error !== null) throw localError('write', this.file, this.error);
   }
 }

@@ -15,8 +15,9 @@
  * (the running MD5) died with the previous process.
  *
  * Memory stays bounded whatever the peer does: an upload's connection is paused while
- * two chunk writes are pending (TCP then pushes back on the sender), and a download
- * holds the chunk the socket is draining plus the next one read ahead, no more.
+ * 1 MiB of chunk writes (at least two chunks) is pending (TCP then pushes back on the
+ * sender), and a download holds at most 1 MiB queued in its socket plus the next chunk
+ * read ahead, no more.
  */
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -46,8 +47,17 @@ import { nameKey } from './user_manager';
 
 /** A connection must send OPEN this soon after connecting. */
 export const OPEN_TIMEOUT_MS = 10_000;
-/** Chunk writes pending on one upload before its connection stops being read. */
-export const MAX_PENDING_WRITES = 2;
+/**
+ * Chunk writes pending on one upload before its connection stops being read: 1 MiB (four
+ * default chunks; positional writes run side by side on the thread pool, and with two
+ * the disk copy was the upload's bottleneck in bench:files), and at least two chunks.
+ */
+export const MAX_PENDING_WRITE_BYTES = 1024 * 1024;
+export function pendingWriteLimit(chunkSize: number): number {
+  return Math.max(2, Math.floor(MAX_PENDING_WRITE_BYTES / chunkSize));
+}
+/** Bytes of a download queued in its socket before the server waits for it to drain. */
+const MAX_DOWNLOAD_QUEUE_BYTES = 1024 * 1024;
 /** After sending ERROR (or the last frame), how long the peer has to close before the socket is destroyed. */
 const LINGER_MS = 2_000;
 /** Retention sweeps run at most this far apart. */
@@ -195,7 +205,13 @@ class Upload {
   offset = 0;
   /** Where the next accepted chunk must start: offset plus the chunks being written. */
   expected = 0;
-  /** MD5 of bytes [0, offset): bytes arrive in order, so one running hash survives reconnects. */
+  /**
+   * MD5 of bytes [0, offset): bytes arrive in order, so one running hash survives
+   * reconnects. It stays on this thread (unlike the client's, shared/md5_stream.ts):
+   * measured with bench:files, a hashing worker here made uploads a third slower, four
+   * hashing threads (two here, two in the client) fighting over two cores; and a
+   * server with many uploads would start a thread for each.
+   */
   readonly hash: Hash = createHash('md5');
   /** MD5 of each verified chunk, in order (stored with the file for downloads). */
   readonly chunkMd5s: Buffer[] = [];
@@ -811,11 +827,11 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     }
   }
 
-  /** Reads the socket only while the connection can take more: no handler waiting, at most two writes pending. */
+  /** Reads the socket only while the connection can take more: no handler waiting, at most 1 MiB (at least two chunks) of writes pending. */
   private flow(conn: Conn): void {
     const active = conn.state === 'opening' || conn.state === 'upload' || conn.state === 'download';
     const up = conn.upload;
-    const hold = active && (conn.busy || (up !== null && up.conn === conn && up.inflight >= MAX_PENDING_WRITES));
+    const hold = active && (conn.busy || (up !== null && up.conn === conn && up.inflight >= pendingWriteLimit(up.chunkSize)));
     if (hold && !conn.paused) {
       conn.paused = true;
       conn.socket.pause();
@@ -1167,12 +1183,15 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
         const md5 = f.chunk_md5s.toString('hex', i * 16, i * 16 + 16);
         socket.cork();
         socket.write(encodeFileFrameHead({ type: 'FILE_DOWNLOAD_CHUNK', offset: at, md5 }, body.length));
-        const ok = socket.write(body);
+        socket.write(body);
         socket.uncork();
         dl.sent = pos;
         conn.bytes += body.length;
         this.counters.bytes_out += body.length;
-        if (!ok) await this.drained(conn);
+        // Up to MAX_DOWNLOAD_QUEUE_BYTES queued in the socket: the kernel always has the
+        // next chunk when it takes the last (waiting for a full drain after each chunk left
+        // it idle meanwhile), and a slow reader still holds no more than that here.
+        if (socket.writableLength > MAX_DOWNLOAD_QUEUE_BYTES) await this.drained(conn);
       }
       if (conn.state !== 'download') return;
       this.send(conn, { type: 'FILE_DOWNLOAD_END', size: f.size, md5: f.md5 });
