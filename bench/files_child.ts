@@ -20,8 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Server } from '../server/main_server';
-import { serveChild, type ServedChild } from './lib';
+import { serveChild, startBenchServer, type ServedChild } from './lib';
 
 const CHUNK = 256 * 1024;
 
@@ -40,18 +39,7 @@ export class Md5Tap extends Transform {
 }
 
 async function startOurs(dataDir: string): Promise<ServedChild> {
-  const server = new Server({
-    host: '127.0.0.1',
-    port: 0,
-    videoPort: 0,
-    audioPort: 0,
-    screenPort: 0,
-    feedbackPort: 0,
-    filePort: 0,
-    dataDir,
-    logLevel: 'warn',
-  });
-  await server.start();
+  const server = await startBenchServer(dataDir);
   return {
     port: server.port,
     counters: () => {

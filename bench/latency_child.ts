@@ -14,13 +14,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Server } from '../server/main_server';
-import { serveChild } from './lib';
+import { serveChild, startBenchServer } from './lib';
 
 serveChild('latency_child', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-latency-'));
-  const server = new Server({ host: '127.0.0.1', port: 0, videoPort: 0, audioPort: 0, screenPort: 0, feedbackPort: 0, filePort: 0, dataDir, logLevel: 'warn' });
-  await server.start();
+  const server = await startBenchServer(dataDir);
   return {
     port: server.port,
     stats: () => ({ media: server.mediaStats().totals }),

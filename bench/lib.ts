@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver, type EventLoopUtilization, type IntervalHistogram } from 'node:perf_hooks';
+import { Server, type ServerOptions } from '../server/main_server';
 
 export const BENCH_DIR = __dirname;
 export const REPO_ROOT = path.resolve(__dirname, '..');
@@ -213,6 +214,27 @@ export class LoopMonitor {
     this.delay.disable();
     this.gc.disconnect();
   }
+}
+
+/**
+ * The product's Server as a bench child runs it: loopback, every port free (0), the
+ * given data directory, warnings only; `options` override.
+ */
+export async function startBenchServer(dataDir: string, options: ServerOptions = {}): Promise<Server> {
+  const server = new Server({
+    host: '127.0.0.1',
+    port: 0,
+    videoPort: 0,
+    audioPort: 0,
+    screenPort: 0,
+    feedbackPort: 0,
+    filePort: 0,
+    dataDir,
+    logLevel: 'warn',
+    ...options,
+  });
+  await server.start();
+  return server;
 }
 
 // ------------------------------------------------------------ forked children

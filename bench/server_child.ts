@@ -28,28 +28,14 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
-import { Server } from '../server/main_server';
-import { serveChild, type ServedChild } from './lib';
+import { serveChild, startBenchServer, type ServedChild } from './lib';
 
 /** High enough never to bind: the bench measures the server, not its rate limiter. */
 const UNLIMITED_CHAT = 1e9;
 
 async function startOurs(): Promise<ServedChild> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-'));
-  const server = new Server({
-    host: '127.0.0.1',
-    port: 0,
-    videoPort: 0,
-    audioPort: 0,
-    screenPort: 0,
-    feedbackPort: 0,
-    filePort: 0,
-    dataDir,
-    logLevel: 'warn',
-    chatRatePerSecond: UNLIMITED_CHAT,
-    chatBurst: UNLIMITED_CHAT,
-  });
-  await server.start();
+  const server = await startBenchServer(dataDir, { chatRatePerSecond: UNLIMITED_CHAT, chatBurst: UNLIMITED_CHAT });
   return {
     port: server.port,
     counters: () => {
