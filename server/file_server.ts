@@ -42,7 +42,7 @@ import {
   type FileFrameHeader,
 } from '../shared/protocol/file_frames';
 import type { FileInfo, ResponseData } from '../shared/protocol/messages';
-import { StoreError, type Store, type StoredFile } from './store';
+import { StoreError, type ListedFile, type Store, type StoredFile } from './store';
 import { nameKey } from './user_manager';
 
 /** A connection must send OPEN this soon after connecting. */
@@ -264,7 +264,7 @@ let nextConnId = 1;
 class Conn {
   readonly id = nextConnId++;
   readonly remote: string;
-  readonly decoder = new FileFrameDecoder();
+  readonly decoder = new FileFrameDecoder({ maxBodyBytes: 0 });
   state: ConnState = 'opening';
   /** Decoded frames not yet handled; a bad frame is queued as its error, after the good ones before it. */
   readonly inbox: (FileFrame | ProtocolError)[] = [];
@@ -283,10 +283,17 @@ class Conn {
 
   constructor(readonly socket: net.Socket) {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    // Before OPEN no frame carries a body: one declared is refused before it is buffered
+    // (an upload raises the limit to its chunk size, a download keeps it at 0).
+    this.decoder.bodyLimitReason = 'nothing before OPEN carries a body: send OPEN with a ticket first';
   }
 }
 
-function fileInfo(f: StoredFile): FileInfo {
+function ticketKey(op: Ticket['op'], userId: string, targetId: string): string {
+  return `${op}\u0000${userId}\u0000${targetId}`;
+}
+
+function fileInfo(f: ListedFile): FileInfo {
   return {
     file_id: f.file_id,
     room_id: f.room_id,
@@ -314,6 +321,11 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
   private readonly conns = new Set<Conn>();
   private readonly uploads = new Map<string, Upload>();
   private readonly tickets = new Map<string, Ticket>();
+  /**
+   * The newest ticket of each (user, op, upload or file): asking again replaces it, so
+   * however often a client asks, tickets stay bounded by users times files.
+   */
+  private readonly ticketFor = new Map<string, string>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
   /** Unlinks under way (close waits for them). */
@@ -436,6 +448,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
       );
       this.uploads.clear();
       this.tickets.clear();
+      this.ticketFor.clear();
       this.emit('closed');
     })();
     return this.closing;
@@ -468,6 +481,8 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
       up = found;
       this.checkDisk(up.size - up.offset);
       up.user = req.user;
+      // A resume is progress: the sweep must not discard it between its ticket and OPEN.
+      up.lastProgress = Date.now();
     } else {
       if (req.size > this.o.maxFileBytes) throw new ProtocolError('FILE_TOO_LARGE', { size: req.size, limit: this.o.maxFileBytes });
       const userUsed = this.store.fileUsage(ownerKey) + this.reserved((u) => u.ownerKey === ownerKey);
@@ -601,6 +616,10 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
 
   private issueTicket(op: Ticket['op'], user: FileUser, roomId: string, targetId: string): string {
     const ticket = randomBytes(16).toString('hex');
+    const key = ticketKey(op, user.user_id, targetId);
+    const previous = this.ticketFor.get(key);
+    if (previous !== undefined) this.tickets.delete(previous);
+    this.ticketFor.set(key, ticket);
     this.tickets.set(ticket, { op, user, roomId, targetId, expiresAt: Date.now() + this.o.ticketTtlMs, used: false });
     return ticket;
   }
@@ -691,7 +710,12 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
       const now = Date.now();
       // A used or expired ticket is kept a while longer, so a late OPEN hears why it is refused.
       const keep = Math.max(this.o.ticketTtlMs, MAX_SWEEP_INTERVAL_MS);
-      for (const [k, t] of this.tickets) if (now > t.expiresAt + keep) this.tickets.delete(k);
+      for (const [k, t] of this.tickets) {
+        if (now <= t.expiresAt + keep) continue;
+        this.tickets.delete(k);
+        const key = ticketKey(t.op, t.user.user_id, t.targetId);
+        if (this.ticketFor.get(key) === k) this.ticketFor.delete(key);
+      }
       for (const up of [...this.uploads.values()]) {
         if (up.conn) continue;
         const idle = now - up.lastProgress;
@@ -718,7 +742,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
   }
 
   /** Out of the index at once (nobody can ask for it any more); off the disk shortly after. */
-  private unindex(f: StoredFile): void {
+  private unindex(f: ListedFile): void {
     this.store.deleteFile(f.file_id);
     this.removeLater(path.join(this.filesDir, f.file_id));
   }
@@ -918,6 +942,8 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     if (conn.state !== 'opening' || up.conn !== conn) return;
     up.expected = up.offset;
     up.lastProgress = Date.now();
+    conn.decoder.maxBodyBytes = up.chunkSize;
+    conn.decoder.bodyLimitReason = `this upload's chunk size`;
     conn.state = 'upload';
     conn.startedAt = Date.now();
     this.send(conn, { type: 'READY', op: 'upload', id: up.id, name: up.name, size: up.size, offset: up.offset, chunk_size: up.chunkSize });
@@ -1052,7 +1078,9 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
 
   /** FILE_UPLOAD_END: compare the MD5, then fsync, rename into place, index, DONE, tell the room. */
   private async finish(conn: Conn, h: FileFrameHeader<'FILE_UPLOAD_END'>): Promise<void> {
-    const up = conn.upload!;
+    const up = conn.upload;
+    // Taken over by a newer connection meanwhile: that one finishes the upload.
+    if (!up) return;
     await up.settled();
     if (up.gone || up.conn !== conn) return;
     if (up.queue.length > 0 || up.offset !== up.size) {

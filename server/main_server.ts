@@ -25,7 +25,7 @@ import {
   isMessageType,
   isRequestType,
   MT,
-  RESERVED_TYPES,
+  RESERVED_WHY,
   REQUEST_SCHEMAS,
   roomNameProblem,
   usernameProblem,
@@ -467,15 +467,8 @@ export class Server extends TypedEmitter<ServerEvents> {
     if (!isMessageType(type)) {
       return this.reject(session, new ProtocolError('UNKNOWN_MESSAGE_TYPE', { type: type.slice(0, 64) }), replyTo);
     }
-    if (RESERVED_TYPES.has(type)) {
-      const why =
-        type === 'VIDEO_FRAME' || type === 'AUDIO_FRAME'
-          ? 'Media travels on the UDP media ports, not in JSON.'
-          : type.startsWith('FILE_')
-            ? 'File bytes travel on the file server port (TCP) with a ticket from FILE_UPLOAD_START or FILE_DOWNLOAD_REQUEST, never on the control connection.'
-            : 'This feature is not available on this server yet.';
-      return this.reject(session, new ProtocolError('NOT_SUPPORTED', { type, why }), replyTo);
-    }
+    const why = RESERVED_WHY[type];
+    if (why !== undefined) return this.reject(session, new ProtocolError('NOT_SUPPORTED', { type, why }), replyTo);
     if (!isRequestType(type)) return this.reject(session, new ProtocolError('NOT_A_REQUEST', { type }), replyTo);
     if (session.user) session.user.lastSeen = Date.now() / 1000;
     else if (type !== 'CONNECT') return this.reject(session, new ProtocolError('NOT_CONNECTED', { type }), replyTo);

@@ -128,6 +128,10 @@ export interface StoredFile {
   expires_at: number | null;
 }
 
+/** A file as listed: everything but the chunk MD5s, which only a download needs. */
+export type ListedFile = Omit<StoredFile, 'chunk_md5s'>;
+const LISTED_FILE_COLUMNS = 'file_id, room_id, name, size, md5, chunk_size, uploader_id, uploader_name, owner_key, uploaded_at, expires_at';
+
 /**
  * WAL checkpoints run here, on a connection of their own in a worker thread. SQLite's
  * automatic checkpoint would run inside whichever insert crosses 1000 WAL pages and
@@ -241,7 +245,10 @@ export class Store {
          VALUES (@file_id, @room_id, @name, @size, @md5, @chunk_size, @chunk_md5s, @uploader_id, @uploader_name, @owner_key, @uploaded_at, @expires_at)`,
       ),
       getFile: this.db.prepare<[string], StoredFile>('SELECT * FROM files WHERE file_id = ?'),
-      listFiles: this.db.prepare<[string], StoredFile>('SELECT * FROM files WHERE room_id = ? ORDER BY uploaded_at, rowid'),
+      // Without the chunk MD5s (16 bytes per chunk): a list is read on every join and change.
+      listFiles: this.db.prepare<[string], ListedFile>(
+        `SELECT ${LISTED_FILE_COLUMNS} FROM files WHERE room_id = ? ORDER BY uploaded_at, rowid`,
+      ),
       countFiles: this.db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM files WHERE room_id = ?'),
       deleteFile: this.db.prepare<[string]>('DELETE FROM files WHERE file_id = ?'),
       fileUsage: this.db.prepare<[string], { n: number | null }>('SELECT SUM(size) AS n FROM files WHERE owner_key = ?'),
@@ -417,8 +424,8 @@ export class Store {
     return this.stmts.getFile.get(fileId);
   }
 
-  /** A room's files, oldest first. */
-  listFiles(roomId: string): StoredFile[] {
+  /** A room's files, oldest first (without their chunk MD5s: getFile has them). */
+  listFiles(roomId: string): ListedFile[] {
     return this.stmts.listFiles.all(roomId);
   }
 

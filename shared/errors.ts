@@ -297,7 +297,7 @@ export const ERROR_CODES = spec({
   },
   TRANSFER_FAILED: {
     message: '{op} of "{name}" failed after {attempts} attempts: {reason}',
-    hint: 'Check that the server\'s file port ({port}, TCP) is reachable and try again; an upload resumes where it stopped.',
+    hint: 'Check that the server\'s file port ({port}, TCP) is reachable from here, then try again.',
     scope: 'local',
   },
   MEDIA_UNREACHABLE: {
@@ -338,10 +338,13 @@ export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
 }
 
+/** `{name}` replaced from `details`; a name without a value stays as it is. */
+function fillTemplate(template: string, details: Record<string, unknown>): string {
+  return template.replace(/\{(\w+)\}/g, (_, k: string) => (k in details ? String(details[k]) : `{${k}}`));
+}
+
 export function formatErrorMessage(code: ErrorCode, details: Record<string, unknown> = {}): string {
-  return ERROR_CODES[code].message.replace(/\{(\w+)\}/g, (_, k: string) =>
-    k in details ? String(details[k]) : `{${k}}`,
-  );
+  return fillTemplate(ERROR_CODES[code].message, details);
 }
 
 /** An error with a stable code from the registry. */
@@ -354,7 +357,8 @@ export class ProtocolError extends Error {
     super(message ?? formatErrorMessage(code, details));
     this.name = 'ProtocolError';
     this.code = code;
-    this.hint = ERROR_CODES[code].hint;
+    // A hint may name a detail too ("the server's file port ({port})").
+    this.hint = fillTemplate(ERROR_CODES[code].hint, details);
     this.details = details;
   }
 

@@ -58,9 +58,12 @@ export function uniqueFilePath(dir: string, name: string, exists: (p: string) =>
   const first = path.join(dir, name);
   if (!exists(first)) return first;
   const dot = name.lastIndexOf('.');
-  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  const [stem, ext] = dot > 0 && Buffer.byteLength(name.slice(dot)) <= MAX_KEPT_EXTENSION_BYTES ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
   for (let i = 1; ; i++) {
-    const candidate = path.join(dir, truncateFileName(`${stem} (${i})${ext}`));
+    // The stem gives way to the counter: cutting the whole name could cut the counter off
+    // again, and a name already 255 bytes long would then never become free.
+    const tail = ` (${i})${ext}`;
+    const candidate = path.join(dir, truncateFileName(stem, MAX_FILE_NAME_BYTES - Buffer.byteLength(tail)) + tail);
     if (!exists(candidate)) return candidate;
   }
 }

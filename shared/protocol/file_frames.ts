@@ -148,14 +148,22 @@ export interface FileFrameDecoderOptions {
 }
 
 /**
- * Pure stream decoder: push(chunk) -> frames. After the first bad frame it reports that
- * one error and then nothing more (the connection is to be closed).
+ * Pure stream decoder: push(chunk) -> frames. The header is checked as soon as it is
+ * complete, before any of the body is waited for: a frame whose type carries no body,
+ * or whose body is over `maxBodyBytes`, is refused without buffering it. After the
+ * first bad frame it reports that one error and then nothing more (the connection is
+ * to be closed).
  */
 export class FileFrameDecoder {
-  readonly maxBodyBytes: number;
+  /** Largest body accepted from now on; the server lowers it per state (0 before OPEN, the chunk size during an upload). */
+  maxBodyBytes: number;
+  /** Said when a body is over maxBodyBytes (what the limit is for). */
+  bodyLimitReason = '';
   private readonly queue = new ByteQueue();
   private headerLength = -1;
   private bodyLength = -1;
+  /** The current frame's header, once read and checked; its body is still due. */
+  private header: AnyFileFrameHeader | null = null;
   private failed = false;
 
   constructor(options: FileFrameDecoderOptions = {}) {
@@ -181,29 +189,32 @@ export class FileFrameDecoder {
           break;
         }
         if (this.bodyLength > this.maxBodyBytes) {
-          out.push(this.fail(`body length ${this.bodyLength} is larger than ${this.maxBodyBytes}`));
+          out.push(this.fail(`body length ${this.bodyLength} is larger than ${this.maxBodyBytes}${this.bodyLimitReason ? ` (${this.bodyLimitReason})` : ''}`));
           break;
         }
       }
-      if (this.queue.length < this.headerLength + this.bodyLength) break;
-      const headBytes = this.queue.take(this.headerLength);
+      if (this.header === null) {
+        if (this.queue.length < this.headerLength) break;
+        let value: unknown;
+        try {
+          value = packr.unpack(this.queue.take(this.headerLength));
+        } catch (e) {
+          out.push(this.fail(`header is not msgpack: ${(e as Error).message}`));
+          break;
+        }
+        const header = parseFileFrameHeader(value, this.bodyLength);
+        if (typeof header === 'string') {
+          out.push(this.fail(header));
+          break;
+        }
+        this.header = header;
+      }
+      if (this.queue.length < this.bodyLength) break;
       // The body is copied only when it spans socket chunks; usually it is a view.
       const body = this.queue.take(this.bodyLength);
-      const bodyLength = this.bodyLength;
+      out.push({ ok: true, frame: { header: this.header, body } });
+      this.header = null;
       this.headerLength = this.bodyLength = -1;
-      let value: unknown;
-      try {
-        value = packr.unpack(headBytes);
-      } catch (e) {
-        out.push(this.fail(`header is not msgpack: ${(e as Error).message}`));
-        break;
-      }
-      const header = parseFileFrameHeader(value, bodyLength);
-      if (typeof header === 'string') {
-        out.push(this.fail(header));
-        break;
-      }
-      out.push({ ok: true, frame: { header, body } });
     }
     this.queue.compact();
     return out;
@@ -211,7 +222,8 @@ export class FileFrameDecoder {
 
   /** Bytes of a frame not yet complete when the stream ended (0 when it ended between frames). */
   get partialBytes(): number {
-    return this.headerLength >= 0 ? FILE_FRAME_PREFIX_BYTES + this.queue.length : this.queue.length;
+    if (this.headerLength < 0) return this.queue.length;
+    return FILE_FRAME_PREFIX_BYTES + (this.header ? this.headerLength : 0) + this.queue.length;
   }
 
   private fail(reason: string): DecodedFileFrame {

@@ -287,10 +287,24 @@ export function isRequestType(t: string): t is RequestType {
  * FILE_UPLOAD_CHUNK/END and FILE_DOWNLOAD_CHUNK/END name frames of the file server
  * (shared/protocol/file_frames.ts): file bytes never travel on the control connection.
  */
-export const RESERVED_TYPES: ReadonlySet<MessageType> = new Set<MessageType>([
-  'VIDEO_FRAME', 'AUDIO_FRAME', 'FILE_UPLOAD_CHUNK', 'FILE_UPLOAD_END',
-  'FILE_DOWNLOAD_CHUNK', 'FILE_DOWNLOAD_END', 'RECORDING_START', 'RECORDING_STOP',
-]);
+const MEDIA_ON_UDP = 'Media travels on the UDP media ports, not in JSON.';
+const FILE_BYTES_ON_FILE_PORT =
+  'File bytes travel on the file server port (TCP) with a ticket from FILE_UPLOAD_START or FILE_DOWNLOAD_REQUEST, never on the control connection.';
+const NOT_YET = 'This feature is not available on this server yet.';
+
+/** Each reserved type with why it is refused (NOT_SUPPORTED's `details.why`). */
+export const RESERVED_WHY: Readonly<Partial<Record<MessageType, string>>> = Object.freeze({
+  VIDEO_FRAME: MEDIA_ON_UDP,
+  AUDIO_FRAME: MEDIA_ON_UDP,
+  FILE_UPLOAD_CHUNK: FILE_BYTES_ON_FILE_PORT,
+  FILE_UPLOAD_END: FILE_BYTES_ON_FILE_PORT,
+  FILE_DOWNLOAD_CHUNK: FILE_BYTES_ON_FILE_PORT,
+  FILE_DOWNLOAD_END: FILE_BYTES_ON_FILE_PORT,
+  RECORDING_START: NOT_YET,
+  RECORDING_STOP: NOT_YET,
+});
+
+export const RESERVED_TYPES: ReadonlySet<MessageType> = new Set(Object.keys(RESERVED_WHY) as MessageType[]);
 
 // ---------------------------------------------------------------- replies (SUCCESS data)
 

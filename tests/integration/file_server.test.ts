@@ -266,8 +266,14 @@ describe('tickets', () => {
 
     const s = await start(alice, 'f.bin', 10);
     const noTicket = await peer(port);
-    noTicket.chunk(0, Buffer.from('0123456789'));
+    noTicket.end('0'.repeat(32));
     expect(await noTicket.error()).toMatchObject({ code: 'TICKET_INVALID', details: { reason: 'missing' } });
+    // A chunk before OPEN is refused on its prefix, before its body is buffered.
+    const chunkFirst = await peer(port);
+    chunkFirst.chunk(0, Buffer.from('0123456789'));
+    const e = await chunkFirst.error();
+    expect(e.code).toBe('FILE_FRAME_INVALID');
+    expect(String(e.details?.reason)).toMatch(/send OPEN with a ticket first/);
 
     const unknown = await peer(port);
     unknown.open('f'.repeat(32));
@@ -285,6 +291,25 @@ describe('tickets', () => {
     again.open(s.ticket);
     expect(await again.error()).toMatchObject({ code: 'TICKET_INVALID', details: { reason: 'already used' } });
     expect(server.fileStats().counters.tickets_refused).toBe(4);
+  });
+
+  it('asking again for a ticket replaces the last one (regression: every request added a ticket kept for two minutes)', async () => {
+    const { server, clients } = await meeting(['alice', 'bob']);
+    const [alice, bob] = clients;
+    const file = await upload(alice, 'f.bin', randomBytes(1000));
+    const tickets: string[] = [];
+    for (let i = 0; i < 50; i++) tickets.push((await bob.request(MT.FILE_DOWNLOAD_REQUEST, { file_id: file.file_id })).ticket);
+    const old = await peer(server.files.port);
+    old.open(tickets[0]);
+    expect(await old.error()).toMatchObject({ code: 'TICKET_INVALID', details: { reason: 'unknown' } });
+    const newest = await peer(server.files.port);
+    newest.open(tickets[49]);
+    expect((await newest.nextOfType('READY')).header.op).toBe('download');
+    // Another user's ticket for the same file is their own.
+    const theirs = await alice.request(MT.FILE_DOWNLOAD_REQUEST, { file_id: file.file_id });
+    const p = await peer(server.files.port);
+    p.open(theirs.ticket);
+    expect((await p.nextOfType('READY')).header.op).toBe('download');
   });
 
   it('an expired ticket is refused', async () => {

@@ -185,6 +185,21 @@ describe('bad frames: FILE_FRAME_INVALID, once', () => {
     expect(!f.ok && f.error.details.reason).toMatch(/larger than 1024/);
   });
 
+  it('a body the type does not carry is refused once the header is in, without waiting for (or buffering) the body', () => {
+    const dec = new FileFrameDecoder();
+    const out = dec.push(Buffer.concat([prefix(ACK_HEADER.length, MAX_CHUNK_SIZE), Buffer.from(ACK_HEADER)]));
+    expect(out.map((f) => !f.ok && f.error.details.reason)).toEqual(['ACK carries no body']);
+    expect(dec.bufferedBytes).toBe(0);
+  });
+
+  it('maxBodyBytes can be lowered between frames (the server: 0 before OPEN, the chunk size during an upload)', () => {
+    const dec = new FileFrameDecoder();
+    expect(dec.push(Buffer.from(CHUNK_FRAME))[0].ok).toBe(true);
+    dec.maxBodyBytes = 2;
+    const [f] = dec.push(Buffer.from(CHUNK_FRAME));
+    expect(!f.ok && f.error.details.reason).toBe('body length 3 is larger than 2');
+  });
+
   it('a header that is not msgpack: cut short, or with bytes after the map', () => {
     expect(bad(Buffer.concat([prefix(2, 0), Buffer.from([0x82, 0xa4])]))).toMatch(/not msgpack/);
     expect(bad(Buffer.concat([prefix(ACK_HEADER.length + 1, 0), Buffer.from(ACK_HEADER), Buffer.from([0x00])]))).toMatch(/not msgpack/);

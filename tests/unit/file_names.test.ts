@@ -72,4 +72,14 @@ describe('uniqueFilePath', () => {
     expect(uniqueFilePath('/d', 'free.pdf', (p) => taken.has(p))).toBe('/d/free.pdf');
     expect(uniqueFilePath('/d', 'noext', (p) => p === '/d/noext')).toBe('/d/noext (1)');
   });
+
+  it('a name of 255 bytes that is taken gets a free one of 255 bytes (regression: the cut removed the counter, forever)', () => {
+    const long = 'a'.repeat(251) + '.pdf';
+    const taken = new Set([`/d/${long}`]);
+    const out = uniqueFilePath('/d', long, (p) => taken.has(p));
+    expect(out.endsWith(' (1).pdf')).toBe(true);
+    expect(Buffer.byteLength(out.slice('/d/'.length))).toBe(MAX_FILE_NAME_BYTES);
+    taken.add(out);
+    expect(uniqueFilePath('/d', long, (p) => taken.has(p)).endsWith(' (2).pdf')).toBe(true);
+  });
 });
