@@ -672,13 +672,14 @@ export class CliSession {
   private readonly tty: boolean;
   /** stdout is a terminal (and not --json): progress is one line redrawn in place. */
   private readonly ttyOut: boolean;
-  /** The transfer under way (transfers run one at a time, in the command queue). */
-  private transfer: { ctl: AbortController; settled: Promise<unknown> } | null = null;
+  /**
+   * Transfers under way. In a script they run one at a time, in the command queue; at
+   * the prompt they run in the background, so chat and commands go on meanwhile.
+   */
+  private readonly transfers = new Set<{ ctl: AbortController; settled: Promise<unknown> }>();
   /** The progress line on screen (terminal only), redrawn below each event line. */
   private progressLine: string | null = null;
   /** Last quarter reported (pipes) and when the last JSON progress went out. */
-  private progressQuarter = 0;
-  private progressJsonAt = 0;
   private queue: Promise<void> = Promise.resolve();
   private closing = false;
   private resolveDone!: (code: number) => void;
@@ -943,9 +944,10 @@ export class CliSession {
       }
       const { kind, file, by } = change;
       const self = by?.user_id === c.userId;
-      // Your own upload or delete is told by the command's reply.
-      if (self && this.running && this.running.name === (kind === 'added' ? 'upload' : 'delete')) return;
-      const who = self ? 'You' : (by?.username ?? null);
+      // Only this session uploads or deletes as you: the command's own note tells it
+      // (with background transfers, which command is running says nothing).
+      if (self) return;
+      const who = by?.username ?? null;
       if (kind === 'added') {
         const id = shortId(file.file_id);
         this.note(`${who ?? file.uploader_name} shared "${file.name}" (${formatBytes(file.size)}, id ${id}): /download ${id}`);
@@ -1066,7 +1068,11 @@ export class CliSession {
       this.printError(e);
       return;
     }
-    if (cmd) {
+    if (cmd && (cmd.name === 'upload' || cmd.name === 'download') && this.phase === 'interactive') {
+      // In the background: chat and commands typed meanwhile are not held up by it.
+      this.runCommand(cmd, true).catch(() => undefined /* printed by runCommand */);
+      this.note(`${cmd.name === 'upload' ? 'Uploading' : 'Downloading'} in the background; go on meanwhile (Ctrl+C cancels it and quits)`);
+    } else if (cmd) {
       try {
         await this.runCommand(cmd);
       } catch {
@@ -1092,15 +1098,15 @@ export class CliSession {
     if (why && !this.options.json) this.write(this.io.stderr, `${this.stamp()} ! ${why}`);
     this.rl?.close();
     this.rl = null;
-    const transfer = this.transfer;
-    if (transfer) {
+    const transfers = [...this.transfers];
+    for (const transfer of transfers) {
       // Cancelled on the server (an upload) or its .part removed (a download) before we go.
       const why = new Error('The transfer was cancelled: the client is closing');
       why.name = 'AbortError';
       transfer.ctl.abort(why);
-      await transfer.settled;
-      if (!this.options.json) this.write(this.io.stderr, `${this.stamp()} ! Transfer cancelled`);
     }
+    await Promise.all(transfers.map((t) => t.settled));
+    if (transfers.length && !this.options.json) this.write(this.io.stderr, `${this.stamp()} ! Transfer${transfers.length > 1 ? 's' : ''} cancelled`);
     await this.media.close().catch((e: unknown) => this.printError(e));
     try {
       if (goodbye) await this.client.close();
@@ -1116,8 +1122,9 @@ export class CliSession {
    * Runs one command, printing its outcome. A failure is printed and rethrown (the
    * script runner counts it); in JSON mode each success is a `reply` line.
    */
-  async runCommand(cmd: Command): Promise<void> {
-    this.running = cmd;
+  async runCommand(cmd: Command, background = false): Promise<void> {
+    // A background transfer is not "the command running": the prompt's next one is.
+    if (!background) this.running = cmd;
     try {
       const data = await this.execute(cmd);
       if (this.options.json && cmd.name !== 'help' && cmd.name !== 'quit') this.json('reply', { command: cmd.name, ok: true, data: data ?? null });
@@ -1126,7 +1133,7 @@ export class CliSession {
       if (e && typeof e === 'object') this.reported.add(e);
       throw e;
     } finally {
-      this.running = null;
+      if (!background) this.running = null;
     }
   }
 
@@ -1339,31 +1346,31 @@ export class CliSession {
     run: (signal: AbortSignal, onProgress: (p: TransferProgress) => void) => Promise<T>,
   ): Promise<T> {
     const ctl = new AbortController();
-    this.progressQuarter = 0;
-    this.progressJsonAt = 0;
+    const shown = { quarter: 0, jsonAt: 0 };
     const onRetry = (r: { op: string; name: string; failures: number; of: number; delayMs: number; reason: string }) => {
       if (this.options.json) this.json('transfer_retry', { data: r });
       else this.write(this.io.stderr, `${this.stamp()} ! ${op === 'upload' ? 'Upload' : 'Download'} of "${r.name}" interrupted (${r.reason}); resuming in ${(r.delayMs / 1000).toFixed(1)} s (try ${r.failures} of ${r.of})`);
     };
     this.files.on('retry', onRetry);
-    const p = run(ctl.signal, (pr) => this.showProgress(pr));
-    this.transfer = { ctl, settled: p.catch(() => undefined) };
+    const p = run(ctl.signal, (pr) => this.showProgress(pr, shown));
+    const entry = { ctl, settled: p.catch(() => undefined) };
+    this.transfers.add(entry);
     try {
       return await p;
     } finally {
       this.files.off('retry', onRetry);
-      this.transfer = null;
-      this.clearProgress();
+      this.transfers.delete(entry);
+      if (this.transfers.size === 0) this.clearProgress();
     }
   }
 
   /** Terminal: one line redrawn in place. Pipes: a note every 25%. JSON: at most two lines a second, and the last. */
-  private showProgress(p: TransferProgress): void {
+  private showProgress(p: TransferProgress, shown: { quarter: number; jsonAt: number }): void {
     const last = p.done >= p.size && p.eta_s === 0;
     if (this.options.json) {
       const now = performance.now();
-      if (!last && now - this.progressJsonAt < 500) return;
-      this.progressJsonAt = now;
+      if (!last && now - shown.jsonAt < 500) return;
+      shown.jsonAt = now;
       this.json('progress', { data: p });
       return;
     }
@@ -1376,8 +1383,8 @@ export class CliSession {
       return;
     }
     const quarter = Math.floor(fraction(p.done, p.size) * 4);
-    if (quarter <= this.progressQuarter) return;
-    this.progressQuarter = quarter;
+    if (quarter <= shown.quarter) return;
+    shown.quarter = quarter;
     const eta = p.done < p.size && p.eta_s !== null ? `, ETA ${formatDuration(p.eta_s)}` : '';
     const attempt = p.attempt > 1 ? `, connection ${p.attempt}` : '';
     this.note(`${p.op === 'upload' ? 'Uploading' : 'Downloading'} "${p.name}": ${quarter * 25}% (${formatAmount(p.done, p.size)}, ${formatBytes(p.rate_bps)}/s${eta}${attempt})`);

@@ -448,6 +448,7 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
     let endSent = false;
     /** CANCEL went out on a live connection: the server removes the partial upload. */
     let cancelled = false;
+    let succeeded = false;
     let meter: Meter | null = null;
     let link: FileLink | null = null;
 
@@ -481,6 +482,7 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
         fileMd5 = null;
       }
       while (hashedTo < to) {
+        if (signal.aborted) throw abortError(signal);
         const n = Math.min(HASH_READ_BYTES, to - hashedTo);
         hash.update(await readAt(hashedTo, n), true);
         hashedTo += n;
@@ -518,7 +520,10 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
               const files = await this.client.listFiles(roomId ?? undefined);
               // The newest match: an earlier upload of the same bytes may be listed too.
               const mine = [...files].reverse().find((f) => f.md5 === digest && f.size === size && f.name === listedName && f.uploader_name === this.client.username);
-              if (mine) return mine;
+              if (mine) {
+                succeeded = true;
+                return mine;
+              }
             }
             throw e;
           }
@@ -593,6 +598,7 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
           const done = await link.expect('DONE');
           link.end();
           meter.update(size, true);
+          succeeded = true;
           return done.header.file;
         } catch (e) {
           link?.abort(e instanceof Error ? e : new Error(String(e)));
@@ -603,14 +609,17 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
     } finally {
       hash.close();
       signal.removeEventListener('abort', onAbort);
-      if (signal.aborted && uploadId && !endSent && !cancelled) await this.cancelUpload(uploadId, t.name, size, roomId);
+      // Given up (aborted or failed): nothing can resume it later (upload() always starts
+      // anew), so the server should not keep it against the quota for --partial-retention.
+      if (!succeeded && uploadId && !endSent && !cancelled) await this.cancelUpload(uploadId, t.name, size, roomId);
     }
   }
 
   /**
-   * Aborted between connections: the server would keep the partial upload (and count it
-   * against the quota) until --partial-retention, so cancel it on a connection of its own.
-   * Best effort, within a couple of seconds.
+   * An upload given up between connections (aborted, or failed for good): the server
+   * would keep the partial upload (and count it against the quota) until
+   * --partial-retention, so cancel it on a connection of its own. Best effort, within a
+   * couple of seconds.
    */
   private async cancelUpload(uploadId: string, name: string, size: number, roomId: string | null): Promise<void> {
     let link: FileLink | null = null;

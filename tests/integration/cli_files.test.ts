@@ -54,7 +54,7 @@ function cli(args: string[]) {
   const exited = runCli(parseCliArgs(args).options, io);
   const session = { signal: (s: 'SIGINT') => handlers.forEach((fn) => fn(s)), exited };
   sessions.push(session);
-  return { ...session, out: () => out, err: () => err, stdout };
+  return { ...session, out: () => out, err: () => err, stdout, type: (line: string) => stdin.write(line + '\n') };
 }
 
 function randomFile(file: string, size: number): string {
@@ -114,6 +114,25 @@ describe('CLI file commands', { timeout: 30_000 }, () => {
     const files = lines.filter((l) => l.event === 'files').map((l) => l.data as { change?: { kind: string } });
     expect(files.some((f) => f.change?.kind === 'added')).toBe(true);
     expect(lines.find((l) => l.event === 'reply' && l.command === 'upload')?.data).toMatchObject({ file: { name: 'data.bin', size: 2_000_000 } });
+  });
+
+  it('at the prompt a transfer runs in the background: chat typed after /upload goes out before the upload ends', async () => {
+    const { server, clients } = await h.meeting(['bob'], { server: { filePort: 0 }, roomName: 'Standup' });
+    const heard: string[] = [];
+    clients[0].on('chat', (e) => heard.push(e.message));
+    const file = path.join(tmpDir(), 'big.bin');
+    randomFile(file, 64 * 1024 * 1024);
+    const alice = cli(['--user', 'alice', '--server', '127.0.0.1', '--port', String(server.port), '--room', 'Standup']);
+    await waitUntil(() => /You joined "Standup"/.test(alice.out()), 10_000, 'alice in the room');
+    alice.type(`/upload ${file}`);
+    alice.type('typed while uploading');
+    await waitUntil(() => /You shared "big.bin"/.test(alice.out()), 20_000, 'the upload to finish');
+    const out = alice.out();
+    expect(out).toMatch(/Uploading in the background/);
+    // The chat line was sent (and echoed) before the upload's end was printed.
+    expect(out.indexOf('alice: typed while uploading')).toBeGreaterThan(-1);
+    expect(out.indexOf('alice: typed while uploading')).toBeLessThan(out.indexOf('You shared "big.bin"'));
+    expect(heard).toEqual(['typed while uploading']);
   });
 
   it('Ctrl+C during an upload cancels it on the server and exits 130', async () => {

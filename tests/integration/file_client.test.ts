@@ -268,6 +268,30 @@ describe('FileClient resume and verification', { timeout: 30_000 }, () => {
     expect(sameBytes(file, got.path)).toBe(true);
   });
 
+  it('an upload that gives up cancels its partial upload on the server (regression: it held the quota for --partial-retention)', async () => {
+    const { server, alice } = await meeting();
+    const proxy = await proxyFor(server);
+    const file = path.join(tmpDir(), 'given-up.bin');
+    randomFile(file, 4 * MiB);
+    const up = new FileClient(alice, { portOverride: proxy.port, progressIntervalMs: 0, retries: 0 });
+    let cut = false;
+    await rejectsWith(
+      up.upload(file, {
+        chunkSize: 64 * 1024,
+        onProgress: (p) => {
+          if (!cut && p.done >= MiB) cut = proxy.cutAll() > 0;
+        },
+      }),
+      'TRANSFER_FAILED',
+    );
+    expect(cut).toBe(true);
+    // The client said CANCEL on a connection of its own: nothing is held or listed.
+    await waitUntil(() => server.fileStats().uploads.length === 0, 3000, 'the partial upload to be cancelled');
+    expect(proxy.connections.length).toBe(2);
+    expect(headersOf(frames(proxy.connections[1].toServer), 'CANCEL')).toHaveLength(1);
+    expect(await alice.listFiles()).toEqual([]);
+  });
+
   it('resumes a download cut mid-way: the new connection OPENs at the bytes verified', async () => {
     const { server, alice, bob } = await meeting();
     const file = path.join(tmpDir(), 'cut-down.bin');
