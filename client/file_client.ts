@@ -503,30 +503,13 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
       for (;;) {
         t.attempt++;
         try {
-          let start: ResponseData<'FILE_UPLOAD_START'>;
-          try {
-            start = await this.client.request(MT.FILE_UPLOAD_START, {
-              room_id: roomId,
-              name: t.name,
-              size,
-              ...(opts.chunkSize ? { chunk_size: opts.chunkSize } : {}),
-              ...(uploadId ? { resume_id: uploadId } : {}),
-            });
-          } catch (e) {
-            // FILE_UPLOAD_END went out but DONE did not come back: the upload may be
-            // complete and listed, in which case there is nothing left to resume.
-            if (endSent && fileMd5 !== null && e instanceof ProtocolError && e.code === 'UPLOAD_NOT_FOUND') {
-              const digest = fileMd5;
-              const files = await this.client.listFiles(roomId ?? undefined);
-              // The newest match: an earlier upload of the same bytes may be listed too.
-              const mine = [...files].reverse().find((f) => f.md5 === digest && f.size === size && f.name === listedName && f.uploader_name === this.client.username);
-              if (mine) {
-                succeeded = true;
-                return mine;
-              }
-            }
-            throw e;
-          }
+          const start: ResponseData<'FILE_UPLOAD_START'> = await this.client.request(MT.FILE_UPLOAD_START, {
+            room_id: roomId,
+            name: t.name,
+            size,
+            ...(opts.chunkSize ? { chunk_size: opts.chunkSize } : {}),
+            ...(uploadId ? { resume_id: uploadId } : {}),
+          });
           // Known before the abort check, so an abort during the request still cancels it.
           uploadId = start.upload_id;
           if (signal.aborted) throw abortError(signal);
@@ -535,7 +518,17 @@ export class FileClient extends TypedEmitter<FileClientEvents> {
           const chunkSize = start.chunk_size;
           link = await this.connect(t.port, signal);
           link.send({ type: 'OPEN', ticket: start.ticket, version: FILE_PROTOCOL_VERSION });
-          const ready = (await link.expect('READY')).header;
+          const opened = await link.expect('READY', 'DONE');
+          if (opened.header.type === 'DONE') {
+            // A resume of an upload the server had already stored (our DONE was lost).
+            link.end();
+            const file = (opened.header as FileFrameHeader<'DONE'>).file;
+            if (fileMd5 !== null && file.md5 !== fileMd5) throw new ProtocolError('FILE_MD5_MISMATCH', { expected: fileMd5, actual: file.md5 });
+            meter?.update(size, true);
+            succeeded = true;
+            return file;
+          }
+          const ready = opened.header as FileFrameHeader<'READY'>;
           if (ready.op !== 'upload' || ready.size !== size || ready.offset > size) {
             throw new Interrupted(`READY does not fit this upload (op ${ready.op}, size ${ready.size}, offset ${ready.offset})`);
           }

@@ -322,13 +322,19 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
   private readonly uploads = new Map<string, Upload>();
   private readonly tickets = new Map<string, Ticket>();
   /**
+   * Uploads stored lately, by upload_id (for --partial-retention): a client whose DONE
+   * was lost resumes with its upload_id and is answered DONE with the file, instead of
+   * UPLOAD_NOT_FOUND for an upload that in fact succeeded.
+   */
+  private readonly completed = new Map<string, { fileId: string; ownerKey: string; roomId: string; size: number; at: number }>();
+  /**
    * The newest ticket of each (user, op, upload or file): asking again replaces it, so
    * however often a client asks, tickets stay bounded by users times files.
    */
   private readonly ticketFor = new Map<string, string>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
-  /** Unlinks under way (close waits for them). */
+  /** Unlinks and handle closes under way (start and close wait for them). */
   private readonly removals = new Set<Promise<void>>();
   private readonly o: Required<Omit<FileServerOptions, 'logger' | 'store' | 'isMember' | 'roomExists' | 'onChange'>>;
   private readonly counters: FileServerCounters = {
@@ -446,9 +452,12 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
           await h?.close().catch(() => undefined);
         }),
       );
+      // Handle closes queued by connections that closed meanwhile.
+      await Promise.all(this.removals);
       this.uploads.clear();
       this.tickets.clear();
       this.ticketFor.clear();
+      this.completed.clear();
       this.emit('closed');
     })();
     return this.closing;
@@ -473,9 +482,17 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     let up: Upload;
     if (req.resumeId !== undefined) {
       const found = this.uploads.get(req.resumeId);
+      const mine = (u: { ownerKey: string; roomId: string; size: number }) => u.ownerKey === ownerKey && u.roomId === req.roomId && u.size === req.size;
+      const done = this.completedFile(req.resumeId);
+      if (!found && done && mine(done.entry)) {
+        // Already stored (its DONE was lost): OPEN with this ticket is answered DONE.
+        const ticket = this.issueTicket('upload', req.user, req.roomId, req.resumeId);
+        const f = done.file;
+        return { upload_id: req.resumeId, ticket, port: this.port, chunk_size: f.chunk_size, name: f.name, size: f.size, expires_in: this.o.ticketTtlMs / 1000 };
+      }
       // One answer for "gone", "not yours", "another room" and "another file": nobody
       // learns about someone else's upload by guessing ids.
-      if (!found || found.gone || found.ownerKey !== ownerKey || found.roomId !== req.roomId || found.size !== req.size) {
+      if (!found || found.gone || !mine(found)) {
         throw new ProtocolError('UPLOAD_NOT_FOUND', { upload_id: req.resumeId });
       }
       up = found;
@@ -716,6 +733,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
         const key = ticketKey(t.op, t.user.user_id, t.targetId);
         if (this.ticketFor.get(key) === k) this.ticketFor.delete(key);
       }
+      for (const [id, c] of this.completed) if (now - c.at > this.o.partialRetentionMs) this.completed.delete(id);
       for (const up of [...this.uploads.values()]) {
         if (up.conn) continue;
         const idle = now - up.lastProgress;
@@ -752,11 +770,17 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
    * extents); off the event loop, so deleting a 100 MB file never delays chat.
    */
   private removeLater(file: string): void {
-    const p = fs.promises
-      .rm(file, { force: true })
-      .catch((e: Error) => this.log.warn(`could not remove ${file}: ${e.message}`))
-      .finally(() => this.removals.delete(p));
+    this.later(fs.promises.rm(file, { force: true }).catch((e: Error) => this.log.warn(`could not remove ${file}: ${e.message}`)));
+  }
+
+  /** Disk work finished off the request's path, which close() still waits for. */
+  private later(work: Promise<unknown>): void {
+    const p: Promise<void> = work.then(
+      () => undefined,
+      () => undefined,
+    );
     this.removals.add(p);
+    void p.finally(() => this.removals.delete(p));
   }
 
   /** Forgets an upload and removes its partial file; the handle is closed once its writes settle. */
@@ -769,7 +793,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     this.removeLater(up.partPath);
     const handle = up.handle;
     up.handle = null;
-    if (handle) void up.settled().then(() => handle.close().catch(() => undefined));
+    if (handle) this.later(up.settled().then(() => handle.close()));
     this.log.info(`upload discarded: ${why}`, { upload: up.id, user: up.user.username, name: up.name });
   }
 
@@ -914,7 +938,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
 
   private async openUpload(conn: Conn, t: Ticket): Promise<void> {
     const up = this.uploads.get(t.targetId);
-    if (!up) throw new ProtocolError('UPLOAD_NOT_FOUND', { upload_id: t.targetId });
+    if (!up) return this.alreadyStored(conn, t.targetId);
     const previous = up.conn;
     up.conn = conn;
     conn.upload = up;
@@ -927,6 +951,8 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     }
     if (up.finishing) await up.finishing.catch(() => undefined);
     await up.settled();
+    // Stored while this connection waited (a resume racing FILE_UPLOAD_END): DONE.
+    if (up.gone && up.conn === conn) return this.alreadyStored(conn, up.id);
     if (up.gone || up.conn !== conn) throw new ProtocolError('UPLOAD_NOT_FOUND', { upload_id: up.id });
     if (!up.handle) {
       const handle = await fs.promises.open(up.partPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
@@ -948,6 +974,21 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     conn.startedAt = Date.now();
     this.send(conn, { type: 'READY', op: 'upload', id: up.id, name: up.name, size: up.size, offset: up.offset, chunk_size: up.chunkSize });
     this.log.info(up.offset > 0 ? 'upload resumed' : 'upload connected', { upload: up.id, conn: conn.id, user: t.user.username, offset: up.offset });
+  }
+
+  /** A stored file for a recently completed upload_id, if it is still listed. */
+  private completedFile(uploadId: string): { entry: { ownerKey: string; roomId: string; size: number }; file: StoredFile } | null {
+    const entry = this.completed.get(uploadId);
+    const file = entry ? this.store.getFile(entry.fileId) : undefined;
+    return entry && file ? { entry, file } : null;
+  }
+
+  /** OPEN for an upload that is already stored: DONE with its file, then the end; UPLOAD_NOT_FOUND if it is not. */
+  private alreadyStored(conn: Conn, uploadId: string): void {
+    const done = this.completedFile(uploadId);
+    if (!done) throw new ProtocolError('UPLOAD_NOT_FOUND', { upload_id: uploadId });
+    this.send(conn, { type: 'DONE', file: fileInfo(done.file) });
+    this.end(conn);
   }
 
   private async openDownload(conn: Conn, t: Ticket, offset: number): Promise<void> {
@@ -1170,6 +1211,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     // Listed: the quota now counts the stored file instead of the reservation.
     up.gone = true;
     this.uploads.delete(up.id);
+    this.completed.set(up.id, { fileId: f.file_id, ownerKey: up.ownerKey, roomId: up.roomId, size: up.size, at: Date.now() });
     return f;
   }
 
@@ -1280,12 +1322,14 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     if (up && up.conn === conn) {
       up.conn = null;
       // Parked for a resume: the handle is closed once its writes settle (a resume reopens it).
-      void up.settled().then(() => {
-        if (up.conn || up.gone || !up.handle) return;
-        const h = up.handle;
-        up.handle = null;
-        void h.close().catch(() => undefined);
-      });
+      this.later(
+        up.settled().then(() => {
+          if (up.conn || up.gone || !up.handle) return;
+          const h = up.handle;
+          up.handle = null;
+          return h.close();
+        }),
+      );
     }
     if (state === 'ending') {
       conn.paused = false;

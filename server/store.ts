@@ -73,6 +73,7 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX files_room ON files(room_id, uploaded_at);
       CREATE INDEX files_owner ON files(owner_key);
+      CREATE INDEX files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
     `,
   },
 ];

@@ -292,6 +292,34 @@ describe('FileClient resume and verification', { timeout: 30_000 }, () => {
     expect(await alice.listFiles()).toEqual([]);
   });
 
+  it('an upload whose DONE is lost resumes into DONE: listed once, not refused (regression: UPLOAD_NOT_FOUND for a stored file)', async () => {
+    const { server, alice } = await meeting();
+    const proxy = await proxyFor(server);
+    const file = path.join(tmpDir(), 'done-lost.bin');
+    const md5 = randomFile(file, 1 * MiB);
+    const END = Buffer.from('FILE_UPLOAD_END');
+    let endOn = -1;
+    proxy.mutateClientToServer((chunk, conn) => {
+      if (endOn < 0 && chunk.includes(END)) {
+        endOn = conn.id;
+        // Long enough for the server to store the file and send DONE (dropped below).
+        setTimeout(() => proxy.cutAll(), 300);
+      }
+      return chunk;
+    });
+    proxy.mutateServerToClient((chunk, conn) => (conn.id === endOn ? Buffer.alloc(0) : chunk));
+    const up = new FileClient(alice, { portOverride: proxy.port, progressIntervalMs: 0, retryBaseDelayMs: 20 });
+    const info = await up.upload(file);
+    expect(info.md5).toBe(md5);
+    expect(proxy.connections.length).toBe(2);
+    // The second connection got DONE for the stored file, without a READY: nothing was sent again.
+    const second = frames(proxy.connections[1].toClient).map((f) => f.header.type);
+    expect(second).toEqual(['DONE']);
+    expect(headersOf(frames(proxy.connections[1].toServer), 'FILE_UPLOAD_CHUNK')).toHaveLength(0);
+    const listed = await alice.listFiles();
+    expect(listed.map((f) => f.file_id)).toEqual([info.file_id]);
+  });
+
   it('resumes a download cut mid-way: the new connection OPENs at the bytes verified', async () => {
     const { server, alice, bob } = await meeting();
     const file = path.join(tmpDir(), 'cut-down.bin');

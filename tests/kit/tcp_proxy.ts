@@ -33,6 +33,7 @@ export class TcpProxy {
   readonly connections: ProxyConnection[] = [];
   private readonly live = new Map<ProxyConnection, { client: net.Socket; upstream: net.Socket }>();
   private mutator: Mutator | null = null;
+  private downMutator: Mutator | null = null;
 
   private constructor(
     private readonly server: net.Server,
@@ -56,6 +57,11 @@ export class TcpProxy {
   /** Client bytes go through `fn` before they are forwarded (null: forward as they are). */
   mutateClientToServer(fn: Mutator | null): void {
     this.mutator = fn;
+  }
+
+  /** Server bytes go through `fn` before they are forwarded (an empty buffer drops them). */
+  mutateServerToClient(fn: Mutator | null): void {
+    this.downMutator = fn;
   }
 
   /** Destroys both sides of every live connection; returns how many were cut. */
@@ -92,9 +98,12 @@ export class TcpProxy {
       if (record) conn.toServer.push(Buffer.from(out));
       if (!upstream.write(out)) client.pause();
     });
+    let fromServer = 0;
     upstream.on('data', (chunk: Buffer) => {
-      if (record) conn.toClient.push(Buffer.from(chunk));
-      if (!client.write(chunk)) upstream.pause();
+      const out = this.downMutator ? this.downMutator(chunk, conn, fromServer) : chunk;
+      fromServer += chunk.length;
+      if (record) conn.toClient.push(Buffer.from(out));
+      if (out.length > 0 && !client.write(out)) upstream.pause();
     });
     upstream.on('drain', () => client.resume());
     client.on('drain', () => upstream.resume());
