@@ -352,12 +352,31 @@ function u16(n: number, max = 0xffff): number {
   return Math.max(0, Math.min(max, Math.round(n)));
 }
 
+/** Both report payloads: u8 count, 3 reserved bytes, then `count` records of `size` bytes. */
+function encodeRecords<T>(records: readonly T[], size: number, write: (buf: Buffer, o: number, r: T) => void): Buffer {
+  const buf = Buffer.alloc(REPORT_PREFIX_BYTES + records.length * size);
+  buf[0] = records.length;
+  records.forEach((r, i) => write(buf, REPORT_PREFIX_BYTES + i * size, r));
+  return buf;
+}
+
+/** The records of a report payload, or null when it is malformed (the count disagrees with the length, or `read` refuses one). */
+function decodeRecords<T>(payload: Buffer, size: number, read: (o: number) => T | null): T[] | null {
+  if (payload.length < REPORT_PREFIX_BYTES) return null;
+  const count = payload[0];
+  if (payload.length !== REPORT_PREFIX_BYTES + count * size) return null;
+  const out: T[] = [];
+  for (let i = 0, o = REPORT_PREFIX_BYTES; i < count; i++, o += size) {
+    const r = read(o);
+    if (r === null) return null;
+    out.push(r);
+  }
+  return out;
+}
+
 export function encodeReceptionRecords(records: readonly ReceptionRecord[]): Buffer {
   if (records.length > MAX_RECORDS_PER_REPORT) throw new RangeError(`at most ${MAX_RECORDS_PER_REPORT} records per report`);
-  const buf = Buffer.alloc(REPORT_PREFIX_BYTES + records.length * RECEPTION_RECORD_BYTES);
-  buf[0] = records.length;
-  let o = REPORT_PREFIX_BYTES;
-  for (const r of records) {
+  return encodeRecords(records, RECEPTION_RECORD_BYTES, (buf, o, r) => {
     buf.writeUInt32BE(r.streamId >>> 0, o);
     buf[o + 4] = r.kind;
     buf[o + 5] = r.layer;
@@ -368,22 +387,15 @@ export function encodeReceptionRecords(records: readonly ReceptionRecord[]): Buf
     buf.writeUInt32BE(u32(r.framesDropped), o + 20);
     buf.writeUInt32BE(u32(r.jitterUs), o + 24);
     buf.writeUInt32BE(u32(r.delayUs), o + 28);
-    o += RECEPTION_RECORD_BYTES;
-  }
-  return buf;
+  });
 }
 
 /** Decodes the records, or null when the payload is malformed (count disagrees with the length). */
 export function decodeReceptionRecords(payload: Buffer): ReceptionRecord[] | null {
-  if (payload.length < REPORT_PREFIX_BYTES) return null;
-  const count = payload[0];
-  if (payload.length !== REPORT_PREFIX_BYTES + count * RECEPTION_RECORD_BYTES) return null;
-  const out: ReceptionRecord[] = [];
-  let o = REPORT_PREFIX_BYTES;
-  for (let i = 0; i < count; i++, o += RECEPTION_RECORD_BYTES) {
+  return decodeRecords(payload, RECEPTION_RECORD_BYTES, (o) => {
     const lossBp = payload.readUInt16BE(o + 6);
     if (lossBp > 10000) return null;
-    out.push({
+    return {
       streamId: payload.readUInt32BE(o),
       kind: payload[o + 4],
       layer: payload[o + 5],
@@ -394,9 +406,8 @@ export function decodeReceptionRecords(payload: Buffer): ReceptionRecord[] | nul
       framesDropped: payload.readUInt32BE(o + 20),
       jitterUs: payload.readUInt32BE(o + 24),
       delayUs: payload.readUInt32BE(o + 28),
-    });
-  }
-  return out;
+    };
+  });
 }
 
 /**
@@ -422,11 +433,7 @@ export const SENDER_RECORD_BYTES = 24;
 
 export function encodeSenderAggregates(records: readonly SenderAggregate[]): Buffer {
   const n = Math.min(records.length, Math.floor((MAX_MEDIA_PAYLOAD - REPORT_PREFIX_BYTES) / SENDER_RECORD_BYTES));
-  const buf = Buffer.alloc(REPORT_PREFIX_BYTES + n * SENDER_RECORD_BYTES);
-  buf[0] = n;
-  let o = REPORT_PREFIX_BYTES;
-  for (let i = 0; i < n; i++, o += SENDER_RECORD_BYTES) {
-    const r = records[i];
+  return encodeRecords(records.slice(0, n), SENDER_RECORD_BYTES, (buf, o, r) => {
     buf[o] = r.kind;
     buf[o + 1] = r.layer;
     buf.writeUInt16BE(u16(r.receivers), o + 2);
@@ -436,30 +443,21 @@ export function encodeSenderAggregates(records: readonly SenderAggregate[]): Buf
     buf.writeUInt32BE(u32(r.delayMaxUs), o + 12);
     buf.writeUInt32BE(u32(r.framesDelivered), o + 16);
     buf.writeUInt32BE(u32(r.framesDropped), o + 20);
-  }
-  return buf;
+  });
 }
 
 export function decodeSenderAggregates(payload: Buffer): SenderAggregate[] | null {
-  if (payload.length < REPORT_PREFIX_BYTES) return null;
-  const count = payload[0];
-  if (payload.length !== REPORT_PREFIX_BYTES + count * SENDER_RECORD_BYTES) return null;
-  const out: SenderAggregate[] = [];
-  let o = REPORT_PREFIX_BYTES;
-  for (let i = 0; i < count; i++, o += SENDER_RECORD_BYTES) {
-    out.push({
-      kind: payload[o],
-      layer: payload[o + 1],
-      receivers: payload.readUInt16BE(o + 2),
-      lossAvgBp: payload.readUInt16BE(o + 4),
-      lossMaxBp: payload.readUInt16BE(o + 6),
-      jitterMaxUs: payload.readUInt32BE(o + 8),
-      delayMaxUs: payload.readUInt32BE(o + 12),
-      framesDelivered: payload.readUInt32BE(o + 16),
-      framesDropped: payload.readUInt32BE(o + 20),
-    });
-  }
-  return out;
+  return decodeRecords(payload, SENDER_RECORD_BYTES, (o) => ({
+    kind: payload[o],
+    layer: payload[o + 1],
+    receivers: payload.readUInt16BE(o + 2),
+    lossAvgBp: payload.readUInt16BE(o + 4),
+    lossMaxBp: payload.readUInt16BE(o + 6),
+    jitterMaxUs: payload.readUInt32BE(o + 8),
+    delayMaxUs: payload.readUInt32BE(o + 12),
+    framesDelivered: payload.readUInt32BE(o + 16),
+    framesDropped: payload.readUInt32BE(o + 20),
+  }));
 }
 
 /** Wall-clock microseconds with sub-millisecond resolution (Date.now() alone steps by 1 ms). */
