@@ -728,17 +728,15 @@ export class CliSession {
 
   private write(stream: NodeJS.WritableStream, raw: string): void {
     const text = this.options.json ? raw : printable(raw);
-    if (this.progressLine !== null) {
-      // The progress line stays the last line: the event goes above it.
+    const promptShown = this.rl !== null && this.tty && !this.closing;
+    if (promptShown || this.progressLine !== null) {
+      // The prompt (with the progress line in it) or the progress line alone stays the
+      // last line: the event goes above it.
       readline.clearLine(this.io.stdout, 0);
       readline.cursorTo(this.io.stdout, 0);
       stream.write(text + '\n');
-      this.io.stdout.write(this.progressLine);
-    } else if (this.rl && this.tty) {
-      readline.clearLine(this.io.stdout, 0);
-      readline.cursorTo(this.io.stdout, 0);
-      stream.write(text + '\n');
-      if (!this.closing) this.rl.prompt(true);
+      if (promptShown) this.rl!.prompt(true);
+      else this.io.stdout.write(this.progressLine!);
     } else {
       stream.write(text + '\n');
     }
@@ -856,7 +854,7 @@ export class CliSession {
       if (e.code === 'SESSION_REPLACED') void this.finish(EXIT.failed);
     });
     c.on('room', (room) => {
-      if (this.rl && this.tty) this.rl.setPrompt(this.promptText(room));
+      if (this.rl && this.tty) this.rl.setPrompt(this.prompt(room));
     });
   }
 
@@ -964,6 +962,18 @@ export class CliSession {
     return room ? `${this.options.user}@${room.room_name}> ` : `${this.options.user}> `;
   }
 
+  /** The prompt, led by the progress line while a transfer runs (so typing is not overwritten by it). */
+  private prompt(room: RoomInfo | null = this.client.room): string {
+    return (this.progressLine !== null ? `${this.progressLine}  ` : '') + this.promptText(room);
+  }
+
+  /** Redraws the prompt (keeping what is typed) after its text changed. */
+  private redrawPrompt(): void {
+    if (!this.rl || !this.tty || this.closing) return;
+    this.rl.setPrompt(this.prompt());
+    this.rl.prompt(true);
+  }
+
   // ------------------------------------------------------------ running
 
   /** Connects, joins --room, then runs the script or the prompt. Resolves with the exit code. */
@@ -1044,7 +1054,7 @@ export class CliSession {
       input: this.io.stdin,
       output: this.tty ? this.io.stdout : undefined,
       terminal: this.tty,
-      prompt: this.promptText(),
+      prompt: this.prompt(),
     });
     this.rl = rl;
     rl.on('line', (line) => {
@@ -1376,10 +1386,16 @@ export class CliSession {
     }
     if (this.ttyOut) {
       const columns = (this.io.stdout as { columns?: number }).columns ?? 80;
-      this.progressLine = formatProgress(printable(p.name) === p.name ? p : { ...p, name: printable(p.name) }, Math.max(40, columns - 1));
-      readline.clearLine(this.io.stdout, 0);
-      readline.cursorTo(this.io.stdout, 0);
-      this.io.stdout.write(this.progressLine);
+      const atPrompt = this.rl !== null && this.tty;
+      // At the prompt the line shares the row with the prompt and what is being typed.
+      const width = Math.max(40, columns - 1 - (atPrompt ? this.promptText().length + 20 : 0));
+      this.progressLine = formatProgress(printable(p.name) === p.name ? p : { ...p, name: printable(p.name) }, width);
+      if (atPrompt) this.redrawPrompt();
+      else {
+        readline.clearLine(this.io.stdout, 0);
+        readline.cursorTo(this.io.stdout, 0);
+        this.io.stdout.write(this.progressLine);
+      }
       return;
     }
     const quarter = Math.floor(fraction(p.done, p.size) * 4);
@@ -1393,7 +1409,8 @@ export class CliSession {
   private clearProgress(): void {
     if (this.progressLine === null) return;
     this.progressLine = null;
-    // The prompt comes back when the command is done (interactiveLine).
+    if (this.rl && this.tty) return this.redrawPrompt();
+    // In a script the prompt is not shown: the line is only cleared.
     readline.clearLine(this.io.stdout, 0);
     readline.cursorTo(this.io.stdout, 0);
   }
