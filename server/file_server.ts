@@ -334,6 +334,7 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
   private readonly ticketFor = new Map<string, string>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
+  private stopping: Promise<void> | null = null;
   /** Unlinks and handle closes under way (start and close wait for them). */
   private readonly removals = new Set<Promise<void>>();
   private readonly o: Required<Omit<FileServerOptions, 'logger' | 'store' | 'isMember' | 'roomExists' | 'onChange'>>;
@@ -424,12 +425,28 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
     return this.port;
   }
 
-  /**
-   * Closes the listener and every transfer connection, waits for pending writes and
-   * releases every file handle. Partial files stay on disk (the next start removes them).
-   */
+  /** Closes for good: stop(), and no start() after it. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.stop();
+      this.emit('closed');
+    })();
+    return this.closing;
+  }
+
+  /** Where the next start() listens. */
+  setAddress(host: string, port: number): void {
+    this.o.host = host;
+    this.o.port = port;
+  }
+
+  /**
+   * Closes the listener and every transfer connection, waits for pending writes and
+   * releases every file handle. Partial files stay on disk (the next start removes them:
+   * their uploaders' tickets died with their connections). start() may follow.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
       if (this.sweepTimer) clearInterval(this.sweepTimer);
       this.sweepTimer = null;
       const tcp = this.tcp;
@@ -458,9 +475,9 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
       this.tickets.clear();
       this.ticketFor.clear();
       this.completed.clear();
-      this.emit('closed');
-    })();
-    return this.closing;
+      this.tcp = null;
+    })().finally(() => (this.stopping = null));
+    return this.stopping;
   }
 
   // ------------------------------------------------------------ the control plane's side

@@ -47,8 +47,10 @@ import { hashPassword, Room, RoomManager, type LeaveResult, type RoleChange } fr
 import { Session, errorEnvelope, type SessionCounters } from './session';
 import { MediaServer, type MediaAllow, type MediaStats } from './media_server';
 import { FileServer, OPEN_TIMEOUT_MS, type FileChange, type FileServerStats } from './file_server';
-import { Store } from './store';
-import { nameKey, ROLE_RANK, User, UserManager } from './user_manager';
+import { Store, StoreError } from './store';
+import { ConsoleUser, nameKey, ROLE_RANK, User, UserManager } from './user_manager';
+import { clientAddresses, describeListenError, networkConfigProblem } from './listen';
+import { CONSOLE_ACTIONS, type ConsoleAction, type NetworkConfig, type ServerSnapshot, type ServerState } from './stats';
 
 /** The lowest protocol version this server still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
@@ -161,6 +163,8 @@ export function resolveServerOptions(o: ServerOptions = {}): ResolvedServerOptio
 /** What the server tells observers (the monitor, the media plane, tests). */
 export type ServerEvents = {
   listening: [{ host: string; port: number }];
+  /** The listeners started, stopped or failed to start (see snapshot().status). */
+  state: [ServerState];
   user_online: [UserInfo];
   user_offline: [UserInfo, string];
   user_update: [UserInfo];
@@ -237,6 +241,12 @@ export class Server extends TypedEmitter<ServerEvents> {
   };
   private closing: Promise<void> | null = null;
   private readonly handlers: Handlers;
+  private stateNow: ServerState = 'stopped';
+  private lastError: { message: string; hint: string } | null = null;
+  /** Starts, stops and reconfigurations run one at a time, in the order asked. */
+  private listenerOps: Promise<unknown> = Promise.resolve();
+  /** The admin the monitor acts as (consoleAction): in no room and no user list. */
+  private readonly consoleUser: ConsoleUser;
 
   constructor(options: ServerOptions = {}) {
     super();
@@ -285,6 +295,10 @@ export class Server extends TypedEmitter<ServerEvents> {
       onChange: (roomId, change) => this.filesChanged(roomId, change),
     });
     this.handlers = this.makeHandlers();
+    this.consoleUser = new ConsoleUser(
+      new Session(new net.Socket(), { maxFrameBytes: 0, maxDepth: 0, maxSendBufferBytes: 0 }, () => undefined, { ...this.counters }, () => undefined),
+      this.options,
+    );
   }
 
   /** The port actually bound (useful with port 0). */
@@ -301,36 +315,167 @@ export class Server extends TypedEmitter<ServerEvents> {
     return this.store.file;
   }
 
+  /** Binds every listener (control, media relay, file server); see startListeners. */
   async start(): Promise<{ host: string; port: number }> {
+    await this.startListeners();
+    return { host: this.options.host, port: this.port };
+  }
+
+  get state(): ServerState {
+    return this.stateNow;
+  }
+
+  /**
+   * Binds the control listener, the media relay's four UDP sockets and the file server.
+   * If one fails, whatever did bind is let go and the server stays stopped, with the
+   * reason in snapshot().status.last_error, so the operator can fix it and start again.
+   */
+  startListeners(): Promise<void> {
+    return this.serially(() => this.doStart());
+  }
+
+  /**
+   * The monitor's `s`: every client is told (DISCONNECT LISTENERS_STOPPED, reconnect:
+   * true) and disconnected, and every socket is let go. Rooms, chat history and files
+   * stay; startListeners() brings the server back and clients reconnect by themselves.
+   */
+  stopListeners(): Promise<void> {
+    return this.serially(() => this.releaseListeners('LISTENERS_STOPPED', "The server's listeners were stopped by its operator"));
+  }
+
+  /**
+   * The monitor's `c`: a new bind address or ports. A running server restarts its
+   * listeners on them; if they cannot be bound it goes back to the previous ones and
+   * throws why. A stopped server uses them at the next start.
+   */
+  reconfigure(change: Partial<NetworkConfig>): Promise<void> {
+    return this.serially(async () => {
+      const previous = this.network();
+      const next: NetworkConfig = { ...previous };
+      for (const [k, v] of Object.entries(change) as [keyof NetworkConfig, never][]) {
+        if (v !== undefined && k in next) next[k] = v;
+      }
+      const problem = networkConfigProblem(next);
+      if (problem) throw new Error(`${problem}. Nothing was changed.`);
+      const wasRunning = this.stateNow === 'running';
+      const where = `${next.host}:${next.port}`;
+      if (wasRunning) await this.releaseListeners('LISTENERS_STOPPED', `The server's listeners are restarting on ${where}`);
+      this.applyNetwork(next);
+      this.log.info('network configuration changed', { host: next.host, port: next.port, file_port: next.filePort });
+      if (!wasRunning) return;
+      try {
+        await this.doStart();
+      } catch (e) {
+        const failed = this.lastError ?? describeListenError(e, next.host, next.port);
+        this.applyNetwork(previous);
+        this.log.warn(`could not listen on the new configuration; going back to the previous one: ${failed.message}`);
+        await this.doStart().catch(() => undefined);
+        throw new Error(`${failed.message}. ${failed.hint} The previous configuration was kept.`);
+      }
+    });
+  }
+
+  /** The configuration the listeners use (or will use at the next start). */
+  network(): NetworkConfig {
+    const o = this.options;
+    return {
+      host: o.host,
+      port: o.port,
+      videoPort: o.videoPort,
+      audioPort: o.audioPort,
+      screenPort: o.screenPort,
+      feedbackPort: o.feedbackPort,
+      filePort: o.filePort,
+    };
+  }
+
+  private applyNetwork(n: NetworkConfig): void {
+    Object.assign(this.options, n);
+    this.media.setAddress(n.host, { video: n.videoPort, audio: n.audioPort, screen: n.screenPort, feedback: n.feedbackPort });
+    this.files.setAddress(n.host, n.filePort);
+  }
+
+  private serially<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.listenerOps.then(op);
+    this.listenerOps = run.catch(() => undefined);
+    return run;
+  }
+
+  private setState(state: ServerState): void {
+    if (this.stateNow === state) return;
+    this.stateNow = state;
+    this.emit('state', state);
+  }
+
+  private async doStart(): Promise<void> {
     if (this.closing) throw new Error('server is closed');
-    if (this.tcp) return { host: this.options.host, port: this.port };
+    if (this.tcp) return;
+    this.setState('starting');
     const tcp = net.createServer((socket) => this.accept(socket));
     this.tcp = tcp;
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(this.options.port, this.options.host, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
     try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(this.options.port, this.options.host, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
       await this.media.start();
       await this.files.start();
     } catch (e) {
       // Whatever did bind is let go, so the operator can fix the flag and start again.
-      await this.media.close();
-      await new Promise<void>((r) => tcp.close(() => r()));
+      await this.media.stop();
+      if (tcp.listening) await new Promise<void>((r) => tcp.close(() => r()));
       this.tcp = null;
+      this.lastError = e instanceof StoreError ? { message: e.message, hint: e.hint } : describeListenError(e, this.options.host, this.options.port);
+      this.log.error(`${this.lastError.message}: ${this.lastError.hint}`);
+      this.setState('stopped');
       throw e;
     }
+    this.lastError = null;
+    // Ports asked as 0 are kept as bound, so a restart comes back where clients know it.
+    const m = this.media.ports;
+    this.applyNetwork({ host: this.options.host, port: this.port, videoPort: m.video, audioPort: m.audio, screenPort: m.screen, feedbackPort: m.feedback, filePort: this.files.port });
     tcp.on('error', (e) => this.log.error(`listener error: ${e.message}`));
     const period = Math.max(50, Math.min(this.options.heartbeatIntervalMs, this.options.connectionTimeoutMs / 4));
     this.sweepTimer = setInterval(() => this.sweep(), period);
     this.sweepTimer.unref();
     const where = { host: this.options.host, port: this.port };
     this.log.info(`control server listening on ${where.host}:${where.port}`, { db: this.store.file });
+    this.setState('running');
     this.emit('listening', where);
-    return where;
+  }
+
+  /**
+   * Tells every client why (one DISCONNECT frame, encoded once), waits for their sockets
+   * to close, and lets go of every listener. Used by stop, reconfigure and close.
+   */
+  private async releaseListeners(code: 'LISTENERS_STOPPED' | 'SERVER_SHUTTING_DOWN', reason: string): Promise<void> {
+    if (this.stateNow === 'stopped' && !this.tcp && !this.sessions.size) return;
+    this.setState('stopping');
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    const tcp = this.tcp;
+    const listenerClosed = tcp ? new Promise<void>((r) => tcp.close(() => r())) : Promise.resolve();
+    const frame = encodeFrame(this.envelope(MT.DISCONNECT, { reason, code, reconnect: true } satisfies PushData<'DISCONNECT'>));
+    const closeReason = code === 'SERVER_SHUTTING_DOWN' ? 'server_shutdown' : 'listeners_stopped';
+    const socketsClosed = [...this.sessions].map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          if (s.socket.destroyed) return resolve();
+          s.socket.once('close', () => resolve());
+          s.sendFrame(frame);
+          s.close(closeReason);
+        }),
+    );
+    await Promise.all(socketsClosed);
+    await listenerClosed;
+    this.tcp = null;
+    await this.media.stop();
+    await this.files.stop();
+    this.log.info(code === 'SERVER_SHUTTING_DOWN' ? 'listeners closed for shutdown' : 'listeners stopped; rooms and files are kept');
+    this.setState('stopped');
   }
 
   stats(): ServerStats {
@@ -356,6 +501,59 @@ export class Server extends TypedEmitter<ServerEvents> {
     return this.files.stats();
   }
 
+  /** Everything an observer may know, as plain data (server/stats.ts). */
+  snapshot(): ServerSnapshot {
+    const now = Date.now();
+    const running = this.stateNow === 'running';
+    const rooms = [...this.rooms.all()];
+    const roomName = new Map(rooms.map((r) => [r.room_id, r.room_name]));
+    return {
+      time: now,
+      status: {
+        state: this.stateNow,
+        server_name: this.options.serverName,
+        started_at: this.startedAt / 1000,
+        uptime_s: (now - this.startedAt) / 1000,
+        network: this.network(),
+        bound: running ? { control: this.port, ...this.media.ports, file: this.files.port } : null,
+        lan_addresses: clientAddresses(this.options.host),
+        last_error: this.lastError,
+        data_dir: path.resolve(this.options.dataDir),
+        database: this.store.file,
+      },
+      control: { ...this.counters, connections: this.sessions.size },
+      users: [...this.users.all()].map((u) => ({
+        ...u.toInfo(),
+        room_name: u.roomId ? (roomName.get(u.roomId) ?? null) : null,
+        remote: u.session.remote,
+        connected_at: u.connectedAt,
+      })),
+      rooms: rooms.map((r) => ({ ...r.toInfo(), members: [...r.members.keys()] })),
+      media: this.media.stats(),
+      files: this.files.stats(),
+    };
+  }
+
+  /**
+   * An admin action from the server's console (the monitor): validated by the same
+   * schema and run by the same handler as an admin client's request, so the same
+   * checks apply and the room hears of it the same way. Throws ProtocolError.
+   */
+  async consoleAction<T extends ConsoleAction>(type: T, data: unknown): Promise<ResponseData<T>> {
+    if (!(CONSOLE_ACTIONS as readonly string[]).includes(type)) throw new ProtocolError('NOT_A_REQUEST', { type });
+    const parsed = REQUEST_SCHEMAS[type].safeParse(data ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ProtocolError('INVALID_PAYLOAD', { type, reason: `${issue.path.join('.') || 'data'}: ${issue.message}` });
+    }
+    const user = this.consoleUser;
+    const handler = this.handlers[type] as (ctx: UserCtx<RequestType>) => Result<RequestType> | Promise<Result<RequestType>>;
+    const env = { type, data: parsed.data } as unknown as IncomingEnvelope;
+    const result = await handler({ session: user.session, env, replyTo: null, data: parsed.data as ParsedRequestData<RequestType>, user });
+    this.log.info(`console: ${type}`, { target: (parsed.data as { user_id?: string; room_id?: string }).user_id ?? (parsed.data as { room_id?: string }).room_id });
+    return result as ResponseData<T>;
+  }
+
   /** Graceful shutdown: clients are told (DISCONNECT, reconnect: true), then everything is released. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
@@ -363,34 +561,18 @@ export class Server extends TypedEmitter<ServerEvents> {
   }
 
   private async doClose(): Promise<void> {
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // A start or stop under way finishes first; then nothing new is accepted.
+    await this.listenerOps;
     if (this.roomListTimer) clearTimeout(this.roomListTimer);
-    this.sweepTimer = this.roomListTimer = null;
-    const tcp = this.tcp;
-    const listenerClosed = tcp ? new Promise<void>((r) => tcp.close(() => r())) : Promise.resolve();
-    const bye = this.envelope(MT.DISCONNECT, {
-      reason: 'The server is shutting down',
-      code: 'SERVER_SHUTTING_DOWN',
-      reconnect: true,
-    } satisfies PushData<'DISCONNECT'>);
-    const frame = encodeFrame(bye);
-    const socketsClosed = [...this.sessions].map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          if (s.socket.destroyed) return resolve();
-          s.socket.once('close', () => resolve());
-          s.sendFrame(frame);
-          s.close('server_shutdown');
-        }),
-    );
-    await Promise.all(socketsClosed);
-    await listenerClosed;
+    this.roomListTimer = null;
+    await this.releaseListeners('SERVER_SHUTTING_DOWN', 'The server is shutting down');
     await this.media.close();
     await this.files.close();
     for (const u of this.users.all()) if (u.graceTimer) clearTimeout(u.graceTimer);
     this.rooms.close();
     await this.store.close();
     this.log.info('server closed');
+    this.setState('closed');
     this.emit('closed');
   }
 

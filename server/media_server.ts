@@ -283,11 +283,27 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     }
   }
 
+  /**
+   * Lets go of the four sockets (the monitor's "stop the listeners"); start() binds them
+   * again. Participants stay registered with the control plane's grants; the control
+   * plane removes them as their connections close.
+   */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await Promise.all(this.sockets.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.boundPorts.fill(0);
+  }
+
+  /** Where the next start() binds. */
+  setAddress(host: string, ports: MediaPorts): void {
+    this.options.host = host;
+    this.options.ports = { ...ports };
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
-      if (this.timer) clearInterval(this.timer);
-      this.timer = null;
-      await Promise.all(this.sockets.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
+      await this.stop();
       this.streams.clear();
       this.byUser.clear();
       this.rooms.clear();

@@ -7,6 +7,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Permissions, RoomRole, UserInfo } from '../shared/protocol/messages';
 import type { Session } from './session';
+import { CONSOLE_USERNAME } from './stats';
 
 /** Rank for "may act on": admin above host above moderator above participant. */
 export const ROLE_RANK: Record<RoomRole, number> = { participant: 0, moderator: 1, host: 2 };
@@ -162,5 +163,21 @@ export class UserManager {
 
   list(): UserInfo[] {
     return [...this.byId.values()].map((u) => u.toInfo());
+  }
+}
+
+/**
+ * The server operator at the monitor: an admin who outranks every admin client, so the
+ * console can act on anyone. It is in no room and no user list, and its session never
+ * connects, so nothing is ever sent to it.
+ */
+export class ConsoleUser extends User {
+  constructor(session: Session, limits: { chatRatePerSecond: number; chatBurst: number }) {
+    super(CONSOLE_USERNAME, true, session, limits);
+    session.closed = true;
+  }
+
+  override get rank(): number {
+    return ADMIN_RANK + 1;
   }
 }

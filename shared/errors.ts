@@ -140,6 +140,12 @@ export const ERROR_CODES = spec({
     scope: 'wire',
     fatal: true,
   },
+  LISTENERS_STOPPED: {
+    message: "The server's listeners were stopped by its operator",
+    hint: 'Wait: the client reconnects by itself when they start again; if the server moved to another address or port, connect there.',
+    scope: 'wire',
+    fatal: true,
+  },
   RATE_LIMITED: {
     message: 'Too many {what}; limit is {limit} per second',
     hint: 'Slow down and send again in a moment.',
