@@ -336,8 +336,10 @@ export class Server extends TypedEmitter<ServerEvents> {
 
   /**
    * The monitor's `s`: every client is told (DISCONNECT LISTENERS_STOPPED, reconnect:
-   * true) and disconnected, and every socket is let go. Rooms, chat history and files
-   * stay; startListeners() brings the server back and clients reconnect by themselves.
+   * true) and disconnected, and every socket is let go. Each user's place (room, role)
+   * is held for the resume window, as after a dropped connection, so a quick stop and
+   * start is a blip: clients reconnect by themselves and resume. Persistent rooms, chat
+   * history and files stay whatever the length of the stop.
    */
   stopListeners(): Promise<void> {
     return this.serially(() => this.releaseListeners('LISTENERS_STOPPED', "The server's listeners were stopped by its operator"));
@@ -611,7 +613,9 @@ export class Server extends TypedEmitter<ServerEvents> {
     }
     const user = session.user;
     if (user && user.session === session && !this.closing) {
-      const unannounced = session.closeReason === null || session.closeReason === 'peer_closed';
+      // A stop of the listeners is, for the users, an outage the server announced: their
+      // places are held for the resume window like those of a dropped connection.
+      const unannounced = session.closeReason === null || session.closeReason === 'peer_closed' || session.closeReason === 'listeners_stopped';
       if (unannounced && this.options.resumeGraceMs > 0) this.holdForResume(user);
       else this.userOffline(user, session.closeReason ?? 'connection_lost');
     }

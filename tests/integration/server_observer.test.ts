@@ -9,22 +9,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ProtocolError } from '../../shared/errors';
 import { networkConfigProblem } from '../../server/listen';
 import { CONSOLE_USERNAME, type ServerState } from '../../server/stats';
-import { freePort } from '../kit/processes';
+import { connectRefused, freePort } from '../kit/processes';
 import { flush, Harness, record, rejectsWith, waitUntil } from '../kit/server';
 
 const h = new Harness();
 afterEach(() => h.closeAll());
-
-function connectRefused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
-  });
-}
 
 /** A UDP port is free when we can bind it ourselves. */
 function udpFree(port: number): Promise<boolean> {
@@ -111,8 +100,8 @@ describe('consoleAction', () => {
 });
 
 describe('listeners', () => {
-  it('stop: clients are told LISTENERS_STOPPED and new ones are refused; start: a reconnecting client is back in its persistent room', async () => {
-    const { server, room, clients } = await h.meeting(['Alice'], { persistent: true });
+  it('stop: clients are told LISTENERS_STOPPED, places are held, new connections refused; start: a reconnecting client resumes in its room', async () => {
+    const { server, room, clients } = await h.meeting(['Alice']);
     const port = server.port;
     const filePort = server.files.port;
     const videoPort = server.media.ports.video;
@@ -131,14 +120,33 @@ describe('listeners', () => {
     expect(await connectRefused(filePort)).toBe(true);
     expect(await udpFree(videoPort)).toBe(true);
     const snap = server.snapshot();
-    expect(snap.users).toHaveLength(0);
+    // Held for the resume window, as after a dropped connection: still in the room, reconnecting.
+    expect(snap.users.map((u) => [u.username, u.room_id, u.is_reconnecting])).toEqual([
+      ['Alice', room.room_id, true],
+      ['Bob', room.room_id, true],
+    ]);
     expect(snap.status.bound).toBeNull();
     expect(snap.rooms.map((r) => r.room_name)).toEqual(['Standup']);
 
+    const resumed = record(alice, 'connected');
     await server.startListeners();
     expect(server.port).toBe(port);
-    await waitUntil(() => alice.state === 'connected' && alice.room?.room_id === room.room_id, 10_000, 'Bob reconnects into the room');
-    expect(server.snapshot().users.map((u) => u.username)).toEqual(['Bob']);
+    await waitUntil(() => resumed.length === 1 && alice.room?.room_id === room.room_id, 10_000, 'Bob reconnects into the room');
+    expect(resumed[0][0]).toMatchObject({ resumed: true, reconnect: true });
+    expect(server.snapshot().users.find((u) => u.username === 'Bob')).toMatchObject({ role: 'participant', is_reconnecting: false });
+  });
+
+  it('a stop longer than the resume window: the users go offline and a temporary room ends; a persistent room stays', async () => {
+    const server = await h.server({ resumeGraceMs: 300 });
+    const a = await h.client(server, 'Alice');
+    const temp = await a.createRoom({ name: 'Temp' });
+    const kept = await a.createRoom({ name: 'Kept', persistent: true });
+    await a.joinRoom(temp.room_id);
+    const b = await h.client(server, 'Bob');
+    await b.joinRoom(kept.room_id);
+    await server.stopListeners();
+    await waitUntil(() => server.snapshot().users.length === 0, 5000, 'users offline after the window');
+    expect(server.snapshot().rooms.map((r) => r.room_name)).toEqual(['Kept']);
   });
 
   it('reconfigure moves a running server to new ports; a bad or busy configuration is refused and the old one kept', async () => {

@@ -7,6 +7,18 @@ import path from 'node:path';
 
 export const REPO_ROOT = path.resolve(__dirname, '../..');
 
+/** Whether a TCP connect to 127.0.0.1:port is refused (nothing listens there). */
+export function connectRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+}
+
 /** A port that was free a moment ago (bind 0, read it, close). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
