@@ -2,24 +2,21 @@
 /**
  * LAN Video Call server: `npx ts-node run_server.ts [options]` (see --help).
  */
-import os from 'node:os';
+import path from 'node:path';
 import { parseServerArgs, serverHelp, UsageError } from './server/cli_options';
+import { clientAddresses, describeListenError } from './server/listen';
 import { Server } from './server/main_server';
 import { StoreError } from './server/store';
 
-/** IPv4 addresses of this machine's non-loopback interfaces: what clients should connect to. */
-export function lanAddresses(): string[] {
-  const out: string[] = [];
-  for (const addrs of Object.values(os.networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
-  }
-  return out;
-}
+export { lanAddresses } from './server/listen';
 
-async function main(): Promise<number> {
+/** Where the monitor writes the log while it owns the terminal. */
+export const MONITOR_LOG_FILE = 'server.log';
+
+export async function main(argv: string[] = process.argv.slice(2), opts: { monitor?: boolean } = {}): Promise<number> {
   let parsed;
   try {
-    parsed = parseServerArgs(process.argv.slice(2));
+    parsed = parseServerArgs(argv);
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`error: ${e.message}\n`);
@@ -31,6 +28,14 @@ async function main(): Promise<number> {
     process.stdout.write(serverHelp() + '\n');
     return 0;
   }
+  const monitor = parsed.monitor || opts.monitor === true;
+  if (monitor && !(process.stdin.isTTY && process.stdout.isTTY)) {
+    process.stderr.write(
+      'error: --monitor draws a dashboard and needs an interactive terminal, but stdin or stdout is not one. ' +
+        'Run it in a terminal (or tmux/screen), or run without --monitor to get log lines on stderr.\n',
+    );
+    return 2;
+  }
   let server: Server;
   try {
     server = new Server(parsed.options);
@@ -41,6 +46,7 @@ async function main(): Promise<number> {
     }
     throw e;
   }
+  if (monitor) return runMonitor(server);
   try {
     await server.start();
   } catch (e) {
@@ -49,29 +55,17 @@ async function main(): Promise<number> {
       await server.close();
       return 1;
     }
-    const err = e as NodeJS.ErrnoException & { flag?: string; port?: number };
-    const port = err.port ?? server.options.port;
-    const flag = err.flag ?? '--port';
-    // The control port and the file port are TCP; the media ports are UDP.
-    const proto = !err.flag || err.flag === '--file-port' ? 'TCP' : 'UDP';
-    const hint =
-      err.code === 'EADDRINUSE'
-        ? `${proto} port ${port} is already in use: is another server running? Stop it or choose another ${flag}.`
-        : err.code === 'EACCES'
-          ? `not allowed to listen on port ${port}: choose a port above 1023 with ${flag} or run with more privileges.`
-          : err.code === 'EADDRNOTAVAIL'
-            ? `address ${server.options.host} is not on this machine: choose another --host (0.0.0.0 for all).`
-            : `check --host and ${flag}.`;
-    process.stderr.write(`error: cannot listen on ${server.options.host}:${port} (${proto}): ${err.message}. ${hint}\n`);
+    const { message, hint } = describeListenError(e, server.options.host, server.options.port);
+    process.stderr.write(`error: ${message}. ${hint}\n`);
     await server.close();
     return 1;
   }
   const o = server.options;
-  const addrs = o.host === '0.0.0.0' ? lanAddresses() : [o.host];
+  const addrs = clientAddresses(o.host);
   process.stdout.write(
     [
       `LAN Video Call server listening on ${o.host}:${server.port}`,
-      `  clients connect to: ${addrs.length ? addrs.map((a) => `${a}:${server.port}`).join(', ') : `127.0.0.1:${server.port}`}`,
+      `  clients connect to: ${addrs.map((a) => `${a}:${server.port}`).join(', ')}`,
       `  media relay (UDP): ${server.media.describePorts()}`,
       `  file server (TCP): port ${server.files.port}, files in ${server.files.filesDir}`,
       `  data: ${server.databaseFile}`,
@@ -102,6 +96,21 @@ async function main(): Promise<number> {
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+/**
+ * The dashboard owns the terminal: log lines go to its panel and to DATA_DIR/server.log.
+ * A listener that cannot bind does not end the process: the dashboard shows why, and
+ * the operator changes the ports (c) or starts again (s).
+ */
+async function runMonitor(server: Server): Promise<number> {
+  // Loaded only here: blessed is large and the plain server does not need it.
+  const { ServerMonitor } = await import('./gui/server_gui');
+  const monitor = new ServerMonitor({ server, logFile: path.join(path.resolve(server.options.dataDir), MONITOR_LOG_FILE) });
+  monitor.start();
+  await server.startListeners().catch(() => undefined);
+  process.on('SIGTERM', () => void monitor.quit());
+  return monitor.done;
 }
 
 if (require.main === module) {

@@ -261,12 +261,18 @@ export function readConfigFile(file: string): ServerOptions {
 
 export interface ParsedServerArgs {
   help: boolean;
+  /** --monitor: the terminal dashboard (gui/server_gui.ts) instead of log lines on stderr. */
+  monitor: boolean;
   options: ServerOptions;
 }
 
 /** Defaults < config file < environment (secrets only) < flags. */
 export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedServerArgs {
-  const parseOpts: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' }, config: { type: 'string' } };
+  const parseOpts: Record<string, { type: 'string' | 'boolean' }> = {
+    help: { type: 'boolean' },
+    monitor: { type: 'boolean' },
+    config: { type: 'string' },
+  };
   for (const o of SERVER_OPTIONS) parseOpts[o.flag] = { type: 'string' };
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -274,7 +280,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
   } catch (e) {
     throw new UsageError(`${(e as Error).message}. Run with --help to see the options.`);
   }
-  if (values.help) return { help: true, options: {} };
+  if (values.help) return { help: true, monitor: false, options: {} };
   const options: ServerOptions = typeof values.config === 'string' ? readConfigFile(values.config) : {};
   for (const o of SERVER_OPTIONS) {
     const raw = values[o.flag];
@@ -283,7 +289,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       (options as Record<string, unknown>)[o.key] = env[o.env];
     }
   }
-  return { help: false, options };
+  return { help: false, monitor: values.monitor === true, options };
 }
 
 export function serverHelp(): string {
@@ -296,8 +302,10 @@ export function serverHelp(): string {
     'Options:',
     ...rows,
     `  --${'config FILE'.padEnd(28)} JSON file with any of the options above (keys as flag names); flags win`,
+    `  --${'monitor'.padEnd(28)} terminal dashboard: users, rooms, traffic, transfers, log; keys to kick, mute,`,
+    `  ${''.padEnd(30)} lock, stop/start and reconfigure the listeners (? shows them; needs a terminal)`,
     `  --${'help'.padEnd(28)} show this help`,
     '',
-    'Stop with Ctrl+C (SIGINT) or SIGTERM: clients are told and the database is closed cleanly.',
+    'Stop with Ctrl+C (SIGINT) or SIGTERM (q in the monitor): clients are told and the database is closed cleanly.',
   ].join('\n');
 }

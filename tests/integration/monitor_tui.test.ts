@@ -1,0 +1,155 @@
+/**
+ * The server monitor as an operator uses it: `run_server.ts --monitor` in a real
+ * terminal (tmux), typed at with send-keys and read with capture-pane, with real
+ * run_client.ts processes connected to it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { connectRefused, freePort, killAll, runCli, runTs, type RunningProcess } from '../kit/processes';
+import { tmpDataDir } from '../kit/server';
+import { TmuxSession } from '../kit/tmux';
+
+const procs: RunningProcess[] = [];
+const sessions: TmuxSession[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const s of sessions.splice(0)) s.kill();
+  await killAll(procs);
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function hasTmux(): boolean {
+  try {
+    require('node:child_process').execFileSync('tmux', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+// Under CI every part must be there: a missing tmux fails instead of skipping.
+const itTmux = hasTmux() || process.env.CI ? it : it.skip;
+
+async function startMonitor(width: number, height: number): Promise<{ tmux: TmuxSession; port: number; dir: string }> {
+  const dir = tmpDataDir('lanvc-monitor-');
+  dirs.push(dir);
+  const port = await freePort();
+  // A resume window longer than the test's stop (the stop-start step takes seconds under load).
+  const args = ['--monitor', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--resume-grace', '60000'];
+  for (const k of ['video', 'audio', 'screen', 'feedback', 'file']) args.push(`--${k}-port`, '0');
+  const tmux = TmuxSession.start('mon', `node -r ts-node/register run_server.ts ${args.join(' ')}`, { width, height, dir });
+  sessions.push(tmux);
+  await tmux.waitFor((_, t) => t.includes(`127.0.0.1:${port}`) && /running/i.test(t), 'the monitor showing a running server');
+  return { tmux, port, dir };
+}
+
+function cli(port: number, user: string, ...more: string[]): RunningProcess {
+  const p = runCli(['--port', String(port), '--user', user, ...(more.includes('--reconnect-attempts') ? [] : ['--reconnect-attempts', '0']), ...more]);
+  procs.push(p);
+  return p;
+}
+
+/** Rows as a layout: box-drawing characters kept, everything else blank. */
+const skeleton = (rows: string[]) => rows.map((r) => [...r].map((ch) => (/[\u2500-\u257f]/.test(ch) ? ch : ' ')).join('').trimEnd());
+
+describe('run_server.ts --monitor', () => {
+  it('refuses without a terminal, saying what to do', async () => {
+    const p = runTs('run_server.ts', ['--monitor', '--port', '0']);
+    procs.push(p);
+    expect(await p.exited).toBe(2);
+    expect(p.stderr()).toMatch(/needs an interactive terminal.*run without --monitor/);
+  });
+
+  itTmux(
+    'shows users and their room; k kicks the selected one; follows resizes; s stops and starts the listeners; q quits with 0 and clients are told',
+    async () => {
+      const { tmux, port, dir } = await startMonitor(120, 40);
+      const alice = cli(port, 'Alice', '--room', 'Standup', '--create', '--reconnect-attempts', '20');
+      await alice.waitFor(/You joined "Standup"/);
+      const bob = cli(port, 'Bob', '--room', 'Standup');
+      await bob.waitFor(/You joined "Standup"/);
+      await tmux.waitFor((_, t) => t.includes('Alice') && t.includes('Bob') && (t.match(/Standup/g) ?? []).length >= 3, 'both users and their room');
+
+      // Select Bob in the users panel and kick him.
+      let asked = '';
+      for (let tries = 0; tries < 4 && !asked.includes('Kick Bob'); tries++) {
+        if (tries > 0) {
+          tmux.send(['n']);
+          tmux.send(['Down']);
+        }
+        tmux.send(['k']);
+        asked = (await tmux.waitFor((_, t) => /Kick \S+ from/.test(t), 'the kick question')).join('\n');
+      }
+      expect(asked).toMatch(/Kick Bob from Standup\?/);
+      tmux.send(['y']);
+      await bob.waitFor(/You were removed from .*Standup.*server console/);
+      await alice.waitFor(/Bob .*removed|Bob was removed|Bob left/);
+
+      // Resizes: the layout at each size is the one a fresh draw at that size makes.
+      for (const [w, h] of [
+        [80, 24],
+        [200, 60],
+      ] as const) {
+        tmux.resize(w, h);
+        const rows = await tmux.waitFor((r) => r.length === h && r.some((line) => [...line].length === w && /[┐┤]$/.test(line)), `a ${w}x${h} layout`);
+        expect(rows.every((line) => [...line].length <= w)).toBe(true);
+        expect(rows.join('\n')).toContain('Alice');
+        tmux.send(['C-l']);
+        await new Promise((r) => setTimeout(r, 400));
+        expect(skeleton(rows)).toEqual(skeleton(tmux.capture()));
+      }
+
+      // s: stop (confirming, since users are connected); a new client cannot connect.
+      tmux.send(['s']);
+      await tmux.waitFor((_, t) => /Stop the listeners\?/.test(t), 'the stop question');
+      tmux.send(['y']);
+      await tmux.waitFor((_, t) => /stopped/i.test(t), 'the stopped state');
+      await alice.waitFor(/LISTENERS_STOPPED/);
+      expect(await connectRefused(port)).toBe(true);
+      const refused = cli(port, 'Carol', '--exec', '/rooms');
+      expect(await refused.exited).not.toBe(0);
+
+      // s again: running, and a new client can connect.
+      tmux.send(['s']);
+      await tmux.waitFor((_, t) => /running/i.test(t) && !/stopped/i.test(t.split('\n').slice(0, 4).join('\n')), 'the running state again');
+      const dave = cli(port, 'Dave', '--exec', '/rooms');
+      expect(await dave.exited).toBe(0);
+      // Alice was held for the resume window and came back by herself: the room goes on.
+      await alice.waitFor(/Reconnected; back in "Standup"/);
+      expect(dave.stdout()).toMatch(/Standup/);
+
+      // q: a graceful shutdown; every client is told; exit code 0.
+      const erin = cli(port, 'Erin', '--room', 'Standup');
+      await erin.waitFor(/You joined "Standup"/);
+      tmux.send(['q']);
+      expect(await tmux.waitExit()).toBe(0);
+      await erin.waitFor(/SERVER_SHUTTING_DOWN/);
+      // The log went to the data directory, not to the terminal.
+      expect(fs.readFileSync(path.join(dir, 'server.log'), 'utf8')).toMatch(/control server listening on 127\.0\.0\.1/);
+    },
+    120_000,
+  );
+
+  itTmux(
+    'c changes the control port: the server moves there and clients connect to the new port',
+    async () => {
+      const { tmux, port } = await startMonitor(100, 30);
+      const newPort = await freePort();
+      tmux.send(['c']);
+      await tmux.waitFor((_, t) => /Network configuration/i.test(t), 'the configuration form');
+      // The form opens on the bind address; the next field is the control port.
+      tmux.send(['Tab']);
+      tmux.send(['C-u']);
+      tmux.send([String(newPort)], { literal: true });
+      tmux.send(['Enter']);
+      await tmux.waitFor((_, t) => t.includes(`127.0.0.1:${newPort}`) && /running/i.test(t), 'the new port in the header');
+      expect(await connectRefused(port)).toBe(true);
+      const c = cli(newPort, 'Zed', '--exec', '/rooms');
+      expect(await c.exited).toBe(0);
+      tmux.send(['q']);
+      expect(await tmux.waitExit()).toBe(0);
+    },
+    90_000,
+  );
+});
