@@ -349,7 +349,20 @@ export function userFlags(u: MonitorUser): string {
   return flags.join(',');
 }
 
-export function formatUsersTable(users: readonly MonitorUser[], width: number): Table {
+/**
+ * Loss receivers report about each stream a user sends, worst receiver per stream:
+ * "v0.5 a2.0" (video, audio, screen); "" when nobody has reported.
+ */
+export function streamLoss(media: MediaStats | undefined, userId: string): string {
+  const p = media?.participants.find((x) => x.user_id === userId);
+  if (!p) return '';
+  return Object.entries(p.reports)
+    .filter(([, agg]) => agg && agg.receivers > 0)
+    .map(([kind, agg]) => `${kind[0]}${(agg!.lossMaxBp / 100).toFixed(1)}`)
+    .join(' ');
+}
+
+export function formatUsersTable(users: readonly MonitorUser[], width: number, media?: MediaStats): Table {
   const columns: Column[] = [
     { title: 'name', min: 6, max: 32, weight: 3 },
     { title: 'room', min: 4, max: 32, weight: 2, drop: 3 },
@@ -359,6 +372,7 @@ export function formatUsersTable(users: readonly MonitorUser[], width: number): 
     { title: 'scr', min: 3, drop: 6 },
     { title: 'hand', min: 4, drop: 7 },
     { title: 'flags', min: 5, max: 40, weight: 1, drop: 1 },
+    { title: 'loss%', min: 5, max: 20, drop: 8 },
   ];
   const cells = users.map((u) => [
     cleanText(u.username),
@@ -369,6 +383,7 @@ export function formatUsersTable(users: readonly MonitorUser[], width: number): 
     on(u.is_screen_sharing),
     on(u.hand_raised, 'up'),
     userFlags(u),
+    streamLoss(media, u.user_id) || '-',
   ]);
   return formatTable(columns, cells, width);
 }

@@ -412,7 +412,7 @@ export class ServerMonitor {
 
   private renderUsers(s: ServerSnapshot): void {
     const { w } = this.inner(this.layout!.users);
-    const table = formatUsersTable(s.users, w);
+    const table = formatUsersTable(s.users, w, s.media);
     this.ui.users.setLabel(` Users (${s.users.length}) `);
     this.ui.usersHead.setContent(table.header);
     this.selectedUser = this.fillList(this.ui.usersList, table.rows, s.users.map((u) => u.user_id), this.selectedUser, 'no users connected', w);

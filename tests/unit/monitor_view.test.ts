@@ -30,6 +30,7 @@ import {
   textWidth,
   truncate,
   worstLoss,
+  streamLoss,
 } from '../../gui/monitor_view';
 import { ProtocolError } from '../../shared/errors';
 
@@ -216,7 +217,7 @@ describe('tables', () => {
 
   it('shows every column and the whole name at 200 columns', () => {
     const t = formatUsersTable(users, 200);
-    expect(t.header.split(/\s+/)).toEqual(['name', 'room', 'role', 'mic', 'cam', 'scr', 'hand', 'flags']);
+    expect(t.header.split(/\s+/)).toEqual(['name', 'room', 'role', 'mic', 'cam', 'scr', 'hand', 'flags', 'loss%']);
     // Names are 32 characters at most on the wire: the column stops there.
     expect(t.rows[1]).toContain('Bob with a rather long display …');
     expect(t.rows[3]).toContain('Zoë');
@@ -312,11 +313,17 @@ describe('rates', () => {
     const s = snapshot({});
     const agg = (lossMaxBp: number) => ({ kind: 1, layer: 0, receivers: 2, lossAvgBp: 0, lossMaxBp, jitterMaxUs: 0, delayMaxUs: 0, framesDelivered: 0, framesDropped: 0 });
     s.media.participants = [
-      { username: 'alice', reports: { video: agg(120), audio: agg(30) } },
-      { username: 'bob', reports: { screen: agg(250) } },
+      { user_id: 'u-alice', username: 'alice', reports: { video: agg(120), audio: agg(30) } },
+      { user_id: 'u-bob', username: 'bob', reports: { screen: agg(250) } },
     ] as unknown as ServerSnapshot['media']['participants'];
     expect(worstLoss(s.media)).toEqual({ percent: 2.5, username: 'bob', kind: 'screen' });
     expect(formatTrafficLines(s, null, 80)[2]).toBe('dropped 0.0/s (0)  worst loss 2.5% bob screen');
+    // Per stream, in the users table: the worst receiver's loss of each stream the user sends.
+    expect(streamLoss(s.media, 'u-alice')).toBe('v1.2 a0.3');
+    expect(streamLoss(s.media, 'u-carol')).toBe('');
+    const t = formatUsersTable([user('alice', { user_id: 'u-alice' }), user('carol', { user_id: 'u-carol' })], 200, s.media);
+    expect(t.rows[0]).toMatch(/v1\.2 a0\.3$/);
+    expect(t.rows[1]).toMatch(/ -$/);
   });
 });
 
