@@ -53,6 +53,21 @@ function cli(port: number, user: string, ...more: string[]): RunningProcess {
 /** Rows as a layout: box-drawing characters kept, everything else blank. */
 const skeleton = (rows: string[]) => rows.map((r) => [...r].map((ch) => (/[\u2500-\u257f]/.test(ch) ? ch : ' ')).join('').trimEnd());
 
+/**
+ * The screen once its layout has stopped changing: a capture can land while tmux is
+ * still taking in a full redraw (one render is many writes at 200x60).
+ */
+async function settled(tmux: TmuxSession): Promise<string[]> {
+  let last = tmux.capture();
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 150));
+    const now = tmux.capture();
+    if (JSON.stringify(skeleton(now)) === JSON.stringify(skeleton(last))) return now;
+    last = now;
+  }
+  throw new Error(`the layout kept changing; last screen:\n${last.join('\n')}`);
+}
+
 describe('run_server.ts --monitor', () => {
   it('refuses without a terminal, saying what to do', async () => {
     const p = runTs('run_server.ts', ['--monitor', '--port', '0']);
@@ -92,12 +107,13 @@ describe('run_server.ts --monitor', () => {
         [200, 60],
       ] as const) {
         tmux.resize(w, h);
-        const rows = await tmux.waitFor((r) => r.length === h && r.some((line) => [...line].length === w && /[┐┤]$/.test(line)), `a ${w}x${h} layout`);
+        await tmux.waitFor((r) => r.length === h && r.some((line) => [...line].length === w && /[┐┤]$/.test(line)), `a ${w}x${h} layout`);
+        const rows = await settled(tmux);
         expect(rows.every((line) => [...line].length <= w)).toBe(true);
         expect(rows.join('\n')).toContain('Alice');
         tmux.send(['C-l']);
-        await new Promise((r) => setTimeout(r, 400));
-        expect(skeleton(rows)).toEqual(skeleton(tmux.capture()));
+        await new Promise((r) => setTimeout(r, 300));
+        expect(skeleton(rows)).toEqual(skeleton(await settled(tmux)));
       }
 
       // s: stop (confirming, since users are connected); a new client cannot connect.
