@@ -215,13 +215,12 @@ export class ServerMonitor {
     this.unsubscribe.push(() => this.server.off('closed', onClosed));
 
     screen.on('keypress', (ch: string | undefined, key: Key) => this.safely(() => this.onKey(ch, key)));
+    // blessed has already re-allocated its buffers for the new size (SIGWINCH); the
+    // panels are placed and their text re-cut for it here.
     screen.on('resize', () =>
       this.safely(() => {
         this.applyLayout();
         this.renderAll();
-        // Fresh buffers: nothing of the old geometry survives the redraw.
-        screen.realloc();
-        screen.render();
       }),
     );
     this.tickTimer = setInterval(() => this.safely(() => this.tick()), this.refreshMs);
