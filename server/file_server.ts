@@ -429,6 +429,8 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.stop();
+      this.uploads.clear();
+      this.completed.clear();
       this.emit('closed');
     })();
     return this.closing;
@@ -442,8 +444,10 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
 
   /**
    * Closes the listener and every transfer connection, waits for pending writes and
-   * releases every file handle. Partial files stay on disk (the next start removes them:
-   * their uploaders' tickets died with their connections). start() may follow.
+   * releases every file handle. start() may follow: uploads under way stay parked with
+   * their partial files (and quota), so their clients resume them once back, as after a
+   * dropped connection; a stored upload whose DONE was lost still answers a resume.
+   * Unused tickets die with the stop (a resume asks for a new one).
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -471,10 +475,8 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
       );
       // Handle closes queued by connections that closed meanwhile.
       await Promise.all(this.removals);
-      this.uploads.clear();
       this.tickets.clear();
       this.ticketFor.clear();
-      this.completed.clear();
       this.tcp = null;
     })().finally(() => (this.stopping = null));
     return this.stopping;
@@ -714,7 +716,12 @@ export class FileServer extends TypedEmitter<FileServerEvents> {
    * rooms that no longer exist go, and the index and the directory are made to agree.
    */
   private cleanStorage(): void {
-    for (const e of fs.readdirSync(this.partialDir)) fs.rmSync(path.join(this.partialDir, e), { recursive: true, force: true });
+    // Partial files of a previous process are orphans; those of uploads parked by stop() are not.
+    const parked = new Set([...this.uploads.values()].filter((u) => !u.gone).map((u) => path.resolve(u.partPath)));
+    for (const e of fs.readdirSync(this.partialDir)) {
+      const file = path.join(this.partialDir, e);
+      if (!parked.has(path.resolve(file))) fs.rmSync(file, { recursive: true, force: true });
+    }
     for (const roomId of this.store.fileRoomIds()) {
       if (this.options.roomExists(roomId)) continue;
       const files = this.store.listFiles(roomId);

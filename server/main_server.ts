@@ -50,7 +50,7 @@ import { FileServer, OPEN_TIMEOUT_MS, type FileChange, type FileServerStats } fr
 import { Store, StoreError } from './store';
 import { ConsoleUser, nameKey, ROLE_RANK, User, UserManager } from './user_manager';
 import { clientAddresses, describeListenError, networkConfigProblem } from './listen';
-import { CONSOLE_ACTIONS, type ConsoleAction, type NetworkConfig, type ServerSnapshot, type ServerState } from './stats';
+import { CONSOLE_ACTIONS, CONSOLE_USERNAME, type ConsoleAction, type NetworkConfig, type ServerSnapshot, type ServerState } from './stats';
 
 /** The lowest protocol version this server still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
@@ -364,15 +364,22 @@ export class Server extends TypedEmitter<ServerEvents> {
       if (wasRunning) await this.releaseListeners('LISTENERS_STOPPED', `The server's listeners are restarting on ${where}`);
       this.applyNetwork(next);
       this.log.info('network configuration changed', { host: next.host, port: next.port, file_port: next.filePort });
-      if (!wasRunning) return;
+      if (!wasRunning) {
+        // The last start's failure was about the configuration just replaced.
+        this.lastError = null;
+        return;
+      }
       try {
         await this.doStart();
       } catch (e) {
         const failed = this.lastError ?? describeListenError(e, next.host, next.port);
         this.applyNetwork(previous);
         this.log.warn(`could not listen on the new configuration; going back to the previous one: ${failed.message}`);
-        await this.doStart().catch(() => undefined);
-        throw new Error(`${failed.message}. ${failed.hint} The previous configuration was kept.`);
+        const back = await this.doStart().then(
+          () => 'The previous configuration was kept.',
+          () => `The previous configuration could not be bound either (${this.lastError?.message ?? 'unknown error'}): the listeners are stopped.`,
+        );
+        throw new Error(`${failed.message}. ${failed.hint} ${back}`);
       }
     });
   }
@@ -416,6 +423,11 @@ export class Server extends TypedEmitter<ServerEvents> {
     const tcp = net.createServer((socket) => this.accept(socket));
     this.tcp = tcp;
     try {
+      // The control port opens last: a client let in before the media relay and the
+      // file server are bound would get no media grant, and a failure after it would
+      // have to wait for that client to leave before the port could close.
+      await this.media.start();
+      await this.files.start();
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
         tcp.listen(this.options.port, this.options.host, () => {
@@ -423,15 +435,14 @@ export class Server extends TypedEmitter<ServerEvents> {
           resolve();
         });
       });
-      await this.media.start();
-      await this.files.start();
     } catch (e) {
       // Whatever did bind is let go, so the operator can fix the flag and start again.
+      await this.files.stop();
       await this.media.stop();
-      if (tcp.listening) await new Promise<void>((r) => tcp.close(() => r()));
       this.tcp = null;
       this.lastError = e instanceof StoreError ? { message: e.message, hint: e.hint } : describeListenError(e, this.options.host, this.options.port);
-      this.log.error(`${this.lastError.message}: ${this.lastError.hint}`);
+      // Debug only: run_server.ts prints it once, the monitor shows it in its header.
+      this.log.debug(`${this.lastError.message}: ${this.lastError.hint}`);
       this.setState('stopped');
       throw e;
     }
@@ -975,7 +986,8 @@ export class Server extends TypedEmitter<ServerEvents> {
           if (!adminPassword || !secretEquals(data.admin_password, adminPassword)) throw new ProtocolError('WRONG_ADMIN_PASSWORD');
           isAdmin = true;
         }
-        const problem = usernameProblem(data.username);
+        // Nobody may pass for the operator: actions at the console are signed with this name.
+        const problem = usernameProblem(data.username) ?? (nameKey(data.username) === nameKey(CONSOLE_USERNAME) ? 'is reserved for the server operator' : null);
         if (problem) throw new ProtocolError('INVALID_USERNAME', { reason: problem });
 
         let user = this.users.getByName(data.username);

@@ -3,14 +3,18 @@
  * (admin actions through the request handlers), and stopListeners / startListeners /
  * reconfigure. A real Server on 127.0.0.1 with real library Clients over TCP and UDP.
  */
-import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { FileClient, type TransferProgress } from '../../client/file_client';
 import { ProtocolError } from '../../shared/errors';
 import { networkConfigProblem } from '../../server/listen';
 import { CONSOLE_USERNAME, type ServerState } from '../../server/stats';
 import { connectRefused, freePort } from '../kit/processes';
-import { flush, Harness, record, rejectsWith, waitUntil } from '../kit/server';
+import { flush, Harness, record, rejectsWith, tmpDataDir, waitUntil } from '../kit/server';
 
 const h = new Harness();
 afterEach(() => h.closeAll());
@@ -65,7 +69,7 @@ describe('consoleAction', () => {
     await rejectsWith(bob.joinRoom(room.room_id), 'BANNED_FROM_ROOM');
   });
 
-  it('the console outranks an admin client: it may mute them, and an admin may not mute the host-less console', async () => {
+  it('the console outranks an admin client: it may mute and unmute them', async () => {
     const server = await h.server({ adminPassword: 'root' });
     const admin = await h.client(server, 'Root', { adminPassword: 'root' });
     const room = await admin.createRoom({ name: 'Ops' });
@@ -89,6 +93,11 @@ describe('consoleAction', () => {
     expect(server.snapshot().rooms[0].participant_count).toBe(2);
   });
 
+  it('nobody may sign in as the server console', async () => {
+    const server = await h.server();
+    await rejectsWith(h.client(server, 'Server Console'), 'INVALID_USERNAME');
+  });
+
   it('refuses bad input with a stable code and changes nothing', async () => {
     const { server, room } = await h.meeting(['Alice']);
     await rejectsWith(server.consoleAction('KICK_USER', { user_id: 'no-such-user' }), 'USER_NOT_FOUND');
@@ -105,8 +114,8 @@ describe('listeners', () => {
     const port = server.port;
     const filePort = server.files.port;
     const videoPort = server.media.ports.video;
-    const alice = await h.client(server, 'Bob', { reconnect: true, reconnectBaseDelayMs: 50, reconnectMaxDelayMs: 200, reconnectAttempts: 100 });
-    await alice.joinRoom(room.room_id);
+    const bob = await h.client(server, 'Bob', { reconnect: true, reconnectBaseDelayMs: 50, reconnectMaxDelayMs: 200, reconnectAttempts: 100 });
+    await bob.joinRoom(room.room_id);
     const told = record(clients[0], 'server_disconnect');
     const states: ServerState[] = [];
     server.on('state', (s) => states.push(s));
@@ -128,10 +137,10 @@ describe('listeners', () => {
     expect(snap.status.bound).toBeNull();
     expect(snap.rooms.map((r) => r.room_name)).toEqual(['Standup']);
 
-    const resumed = record(alice, 'connected');
+    const resumed = record(bob, 'connected');
     await server.startListeners();
     expect(server.port).toBe(port);
-    await waitUntil(() => resumed.length === 1 && alice.room?.room_id === room.room_id, 10_000, 'Bob reconnects into the room');
+    await waitUntil(() => resumed.length === 1 && bob.room?.room_id === room.room_id, 10_000, 'Bob reconnects into the room');
     expect(resumed[0][0]).toMatchObject({ resumed: true, reconnect: true });
     expect(server.snapshot().users.find((u) => u.username === 'Bob')).toMatchObject({ role: 'participant', is_reconnecting: false });
   });
@@ -147,6 +156,33 @@ describe('listeners', () => {
     await server.stopListeners();
     await waitUntil(() => server.snapshot().users.length === 0, 5000, 'users offline after the window');
     expect(server.snapshot().rooms.map((r) => r.room_name)).toEqual(['Kept']);
+  });
+
+  it('an upload under way when the listeners stop resumes once they start, and the file arrives whole', async () => {
+    const { server, room } = await h.meeting(['Alice']);
+    const up = await h.client(server, 'Uploader', { reconnect: true, reconnectBaseDelayMs: 50, reconnectMaxDelayMs: 200, reconnectAttempts: 100 });
+    await up.joinRoom(room.room_id);
+    const dir = tmpDataDir('lanvc-stop-upload-');
+    h.dirs.push(dir);
+    const file = path.join(dir, 'big.bin');
+    const bytes = randomBytes(24 * 1024 * 1024);
+    fs.writeFileSync(file, bytes);
+    const events: TransferProgress[] = [];
+    const upload = new FileClient(up, { retries: 50, retryBaseDelayMs: 50, retryMaxDelayMs: 300 }).upload(file, {
+      chunkSize: 64 * 1024,
+      onProgress: (p) => events.push(p),
+    });
+    await waitUntil(() => events.some((e) => e.done > 0), 10_000, 'some bytes verified');
+    await server.stopListeners();
+    const doneAtStop = events[events.length - 1].done;
+    expect(doneAtStop).toBeLessThan(bytes.length);
+    await server.startListeners();
+    const info = await upload;
+    // It went on from where it was (a retry, not a new upload), and the stored bytes are the file's.
+    expect(events.some((e) => e.attempt > 1)).toBe(true);
+    expect(events.filter((e) => e.attempt > 1).every((e) => e.done >= doneAtStop)).toBe(true);
+    const stored = fs.readFileSync(path.join(server.files.filesDir, info.file_id));
+    expect(createHash('md5').update(stored).digest('hex')).toBe(createHash('md5').update(bytes).digest('hex'));
   });
 
   it('reconfigure moves a running server to new ports; a bad or busy configuration is refused and the old one kept', async () => {
@@ -187,14 +223,17 @@ describe('listeners', () => {
     const snap = server.snapshot();
     expect(snap.status.state).toBe('stopped');
     expect(snap.status.last_error).toMatchObject({ message: expect.stringContaining(`${busy} (TCP)`), hint: expect.stringContaining('--file-port') });
-    // Nothing half-bound is left behind.
-    expect(await connectRefused(server.options.port || 1)).toBe(true);
+    // Nothing half-bound is left behind: the control port and the media ports bound
+    // before the file port failed are free again.
+    const n = server.network();
+    expect(await connectRefused(n.port)).toBe(true);
+    for (const p of [n.videoPort, n.audioPort, n.screenPort, n.feedbackPort]) expect(await udpFree(p)).toBe(true);
     await new Promise<void>((r) => blocker.close(() => r()));
     await server.startListeners();
     expect(server.snapshot().status).toMatchObject({ state: 'running', last_error: null });
   });
 
-  it('close after stop is clean, and stop, start and close requested together run in order', async () => {
+  it('stops and starts requested together run in order; close after them is clean and final', async () => {
     const server = await h.server();
     const ops = [server.stopListeners(), server.startListeners(), server.stopListeners(), server.startListeners()];
     await Promise.all(ops);
