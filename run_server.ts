@@ -107,9 +107,14 @@ async function runMonitor(server: Server): Promise<number> {
   // Loaded only here: blessed is large and the plain server does not need it.
   const { ServerMonitor } = await import('./gui/server_gui');
   const monitor = new ServerMonitor({ server, logFile: path.join(path.resolve(server.options.dataDir), MONITOR_LOG_FILE) });
+  // Ours before blessed's: its own SIGINT/SIGTERM/SIGQUIT handlers exit at once unless
+  // the process has other listeners. A hangup (the ssh session dropped) shuts down
+  // as gracefully as q does; the terminal is gone, so nothing is drawn.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGHUP'] as const) {
+    process.on(signal, () => void monitor.quit({ terminalGone: signal === 'SIGHUP' }));
+  }
   monitor.start();
   await server.startListeners().catch(() => undefined);
-  process.on('SIGTERM', () => void monitor.quit());
   return monitor.done;
 }
 

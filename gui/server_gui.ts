@@ -14,7 +14,7 @@ import path from 'node:path';
 import blessed from 'blessed';
 import type { Server } from '../server/main_server';
 import type { ConsoleAction, NetworkConfig, ServerSnapshot } from '../server/stats';
-import { stderrSink } from '../shared/log';
+import { LOG_LEVEL_RANK as LOG_RANK, stderrSink, type LogLevel } from '../shared/log';
 import {
   BANDWIDTH_SAMPLES,
   cleanText,
@@ -140,6 +140,8 @@ export class ServerMonitor {
   private readonly bandwidth = new RingBuffer<number>(BANDWIDTH_SAMPLES);
   private readonly logs = new LogBuffer(2000);
   private logLevel: LogFilterLevel;
+  /** The level the server was started with (--log-level), restored when the filter leaves debug. */
+  private readonly serverLogLevel: LogLevel;
   private logText = '';
   /** Lines scrolled up from the newest; 0 follows new lines. */
   private logOffset = 0;
@@ -157,6 +159,7 @@ export class ServerMonitor {
     this.title = opts.title ?? 'LAN Video Call server';
     this.opts = opts;
     const level = opts.server.log.level;
+    this.serverLogLevel = level;
     this.logLevel = (LOG_FILTER_LEVELS as readonly string[]).includes(level) ? (level as LogFilterLevel) : 'info';
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
   }
@@ -171,16 +174,26 @@ export class ServerMonitor {
       this.setNotice(`cannot write the log file ${this.opts.logFile}: ${e.message}`, true);
     });
 
-    const screen = blessed.screen({
-      input: (this.opts.input ?? process.stdin) as never,
-      output: (this.opts.output ?? process.stdout) as never,
-      terminal: process.env.TERM || 'xterm',
-      fullUnicode: true,
-      smartCSR: true,
-      autoPadding: true,
-      warnings: false,
-      title: this.title,
-    });
+    // blessed compiles every terminfo capability up front and prints the few newer
+    // ones it cannot parse (e.g. Setulc of screen-256color) with console.error, onto
+    // the terminal it is about to take over; it skips them and works on. Keep that off the screen.
+    const consoleError = console.error;
+    console.error = () => undefined;
+    let screen: blessed.Widgets.Screen;
+    try {
+      screen = blessed.screen({
+        input: (this.opts.input ?? process.stdin) as never,
+        output: (this.opts.output ?? process.stdout) as never,
+        terminal: process.env.TERM || 'xterm',
+        fullUnicode: true,
+        smartCSR: true,
+        autoPadding: true,
+        warnings: false,
+        title: this.title,
+      });
+    } finally {
+      console.error = consoleError;
+    }
     this.screen = screen;
     // ACS line drawing turns into "lqqk" where the terminal's alternate charset is not
     // set up (some ssh and mosh sessions, tmux capture-pane); a UTF-8 locale can draw
@@ -228,12 +241,19 @@ export class ServerMonitor {
     this.tick();
   }
 
-  /** Close the server gracefully, then give the terminal back; `done` resolves with 0 (1 if close failed). */
-  async quit(): Promise<void> {
+  /**
+   * Close the server gracefully, then give the terminal back; `done` resolves with 0 (1 if
+   * close failed). `terminalGone` after a hangup.
+   */
+  async quit(opts: { terminalGone?: boolean } = {}): Promise<void> {
     if (this.quitting || this.finished) return;
     this.quitting = true;
-    this.closeModal();
-    if (this.screen) {
+    if (opts.terminalGone) {
+      // Writes to a hung-up terminal fail (EIO): draw nothing more, just close cleanly.
+      (this.opts.output ?? process.stdout).on('error', () => undefined);
+      this.modal = null;
+    } else this.closeModal();
+    if (this.screen && !opts.terminalGone) {
       const bye = box({
         parent: this.screen,
         top: 'center',
@@ -277,9 +297,12 @@ export class ServerMonitor {
     }
     this.screen = null;
     this.server.log.setSink(stderrSink);
-    this.logStream?.end();
+    this.server.log.level = this.serverLogLevel;
+    // run_server.ts exits as soon as `done` resolves: the last lines must be on disk first.
+    const stream = this.logStream;
     this.logStream = null;
-    this.resolveDone(code);
+    if (stream) stream.end(() => this.resolveDone(code));
+    else this.resolveDone(code);
   }
 
   /** A drawing bug must not take the server down with it: it becomes a notice. */
@@ -514,6 +537,12 @@ export class ServerMonitor {
       if (key.full === 'C-c') this.finish(1);
       return;
     }
+    // Ctrl+C never reaches the process as SIGINT in raw mode: it quits from anywhere,
+    // an open question or a busy form included.
+    if (key.full === 'C-c') {
+      void this.quit();
+      return;
+    }
     if (this.modal) {
       this.modal.onKey(ch, key);
       return;
@@ -547,6 +576,8 @@ export class ServerMonitor {
         return this.openFilterPrompt();
       case 'v':
         this.logLevel = nextLogLevel(this.logLevel);
+        // debug lines exist only if the server writes them: it does while the filter asks.
+        this.server.log.level = LOG_RANK[this.logLevel] < LOG_RANK[this.serverLogLevel] ? this.logLevel : this.serverLogLevel;
         this.logOffset = 0;
         this.renderAll();
         return;
@@ -584,9 +615,14 @@ export class ServerMonitor {
     this.screen!.render();
   }
 
+  /** The selected user, if in a room: kick and mute act on a room's member. */
   private user() {
     const u = this.snap?.users.find((x) => x.user_id === this.selectedUser);
     if (!u) this.setNotice('no user selected', true);
+    else if (u.room_id === null) {
+      this.setNotice(`${cleanText(u.username)} is not in a room: kick and mute act on a room's members`, true);
+      return undefined;
+    }
     return u;
   }
 
@@ -622,7 +658,7 @@ export class ServerMonitor {
     const u = this.user();
     if (!u) return;
     const name = cleanText(u.username);
-    const where = u.room_name === null ? 'the server' : cleanText(u.room_name);
+    const where = cleanText(u.room_name ?? 'the room');
     this.ask(`Kick ${name} from ${where}? (y/n)`, () => {
       void this.act(`kick ${name}`, this.console('KICK_USER', { user_id: u.user_id, reason: KICK_REASON }), `${name} was kicked`);
     });
@@ -658,7 +694,8 @@ export class ServerMonitor {
     const state = s.status.state;
     if (state === 'running') {
       const stop = () => void this.act('stop', () => this.server.stopListeners(), 'listeners stopped: press s to start them again');
-      const n = s.users.length;
+      // Users already held for resume have no connection left to cut.
+      const n = s.users.filter((u) => !u.is_reconnecting).length;
       if (n > 0) this.ask(`Stop the listeners? ${n} user${n === 1 ? '' : 's'} will be disconnected (y/n)`, stop);
       else stop();
     } else if (state === 'stopped') {

@@ -3,11 +3,12 @@
  * terminal (tmux), typed at with send-keys and read with capture-pane, with real
  * run_client.ts processes connected to it.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectRefused, freePort, killAll, runCli, runTs, type RunningProcess } from '../kit/processes';
-import { tmpDataDir } from '../kit/server';
+import { tmpDataDir, waitUntil } from '../kit/server';
 import { TmuxSession } from '../kit/tmux';
 
 const procs: RunningProcess[] = [];
@@ -22,7 +23,7 @@ afterEach(async () => {
 
 function hasTmux(): boolean {
   try {
-    require('node:child_process').execFileSync('tmux', ['-V'], { stdio: 'ignore' });
+    execFileSync('tmux', ['-V'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
@@ -145,6 +146,30 @@ describe('run_server.ts --monitor', () => {
       expect(fs.readFileSync(path.join(dir, 'server.log'), 'utf8')).toMatch(/control server listening on 127\.0\.0\.1/);
     },
     120_000,
+  );
+
+  itTmux(
+    'SIGINT shuts down as gracefully as q (exit 0, clients told); so does a hangup of the terminal',
+    async () => {
+      for (const how of ['SIGINT', 'hangup'] as const) {
+        const { tmux, port, dir } = await startMonitor(100, 30);
+        const c = cli(port, 'Ann', '--room', 'Standup', '--create');
+        await c.waitFor(/You joined "Standup"/);
+        if (how === 'SIGINT') {
+          // The server is the node process whose command line names this test's port (not
+          // the shell around it, which must live to write the exit code).
+          execFileSync('pkill', ['-INT', '-f', `^node -r ts-node/register run_server.ts --monitor .*--port ${port} `]);
+          expect(await tmux.waitExit()).toBe(0);
+        } else {
+          tmux.kill(); // the terminal goes away: SIGHUP
+        }
+        await c.waitFor(/SERVER_SHUTTING_DOWN/);
+        const log = path.join(dir, 'server.log');
+        await waitUntil(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('server closed'), 15_000, `${how}: "server closed" in the log`);
+        await killAll(procs);
+      }
+    },
+    90_000,
   );
 
   itTmux(
