@@ -8,8 +8,6 @@ import { clientAddresses, describeListenError } from './server/listen';
 import { Server } from './server/main_server';
 import { StoreError } from './server/store';
 
-export { lanAddresses } from './server/listen';
-
 /** Where the monitor writes the log while it owns the terminal. */
 export const MONITOR_LOG_FILE = 'server.log';
 

@@ -36,31 +36,14 @@ export function escapeTags(s: string): string {
   return s.replace(/[{}]/g, (c) => (c === '{' ? '{open}' : '{close}'));
 }
 
-/** Cells a code point takes: blessed's rules (combining marks 0, East Asian wide 2). */
-export function charWidth(cp: number): number {
-  if (cp >= 0x20 && cp < 0x300 && cp !== 0x7f && !(cp >= 0x80 && cp < 0xa0)) return 1;
-  if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return 0;
-  if (/\p{M}/u.test(String.fromCodePoint(cp))) return 0;
-  if (
-    (cp >= 0x1100 && cp <= 0x115f) ||
-    (cp >= 0x2e80 && cp <= 0xa4cf && cp !== 0x303f) ||
-    (cp >= 0xac00 && cp <= 0xd7a3) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0xfe10 && cp <= 0xfe19) ||
-    (cp >= 0xfe30 && cp <= 0xfe6f) ||
-    (cp >= 0xff00 && cp <= 0xff60) ||
-    (cp >= 0xffe0 && cp <= 0xffe6) ||
-    (cp >= 0x20000 && cp <= 0x3fffd)
-  )
-    return 2;
-  return 1;
-}
+/**
+ * blessed's own cell widths (combining marks 0, East Asian wide 2): the panels are laid
+ * out by blessed, so a width that disagreed with it would misalign the columns.
+ */
+const unicode = require('blessed/lib/unicode') as { charWidth(s: string, i?: number): number; strWidth(s: string): number };
 
 export function textWidth(s: string): number {
-  if (/^[\x20-\x7e]*$/.test(s)) return s.length;
-  let w = 0;
-  for (const ch of s) w += charWidth(ch.codePointAt(0)!);
-  return w;
+  return /^[\x20-\x7e]*$/.test(s) ? s.length : unicode.strWidth(s);
 }
 
 /** Cut to at most `width` cells, ending with "…" when something was cut. */
@@ -70,7 +53,7 @@ export function truncate(s: string, width: number): string {
   let out = '';
   let w = 0;
   for (const ch of s) {
-    const cw = charWidth(ch.codePointAt(0)!);
+    const cw = unicode.charWidth(ch);
     if (w + cw > width - 1) break;
     out += ch;
     w += cw;
