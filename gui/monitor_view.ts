@@ -8,7 +8,7 @@
  * lines meant for a widget with `tags: true` also go through escapeTags().
  */
 import { formatBytes } from '../client/progress';
-import type { LogRecord } from '../shared/log';
+import { formatLogContext, LOG_LEVEL_RANK, type LogRecord } from '../shared/log';
 import type { FileServerStats } from '../server/file_server';
 import type { MediaStats } from '../server/media_server';
 import type { MonitorRoom, MonitorUser, NetworkConfig, ServerSnapshot } from '../server/stats';
@@ -505,7 +505,6 @@ export function footerKeys(width: number): string {
 
 export const LOG_FILTER_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogFilterLevel = (typeof LOG_FILTER_LEVELS)[number];
-const LEVEL_RANK: Record<LogFilterLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
 export function nextLogLevel(l: LogFilterLevel): LogFilterLevel {
   return LOG_FILTER_LEVELS[(LOG_FILTER_LEVELS.indexOf(l) + 1) % LOG_FILTER_LEVELS.length];
@@ -518,17 +517,14 @@ export function nextLogLevel(l: LogFilterLevel): LogFilterLevel {
 export function formatLogLine(r: LogRecord, width = Infinity): string {
   const d = new Date(r.time);
   const two = (n: number) => String(n).padStart(2, '0');
-  const ctx = Object.entries(r.context)
-    .filter(([, v]) => v !== undefined && v !== null && v !== '')
-    .map(([k, v]) => `[${k}:${String(v)}]`)
-    .join('');
+  const ctx = formatLogContext(r.context);
   const text = `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${r.level.toUpperCase().padEnd(5)} ${r.message}${ctx ? ' ' : ''}${ctx}`;
   return truncate(cleanText(text), width);
 }
 
 /** At least `level`, and containing `text` (case-insensitive) in the line as shown. */
 export function logMatches(r: LogRecord, level: LogFilterLevel, text: string): boolean {
-  if (LEVEL_RANK[r.level] < LEVEL_RANK[level]) return false;
+  if (LOG_LEVEL_RANK[r.level] < LOG_LEVEL_RANK[level]) return false;
   return text === '' || formatLogLine(r).toLowerCase().includes(text.toLowerCase());
 }
 

@@ -26,11 +26,16 @@ export function isLogLevel(s: string): s is LogLevel {
   return (LOG_LEVELS as readonly string[]).includes(s);
 }
 
-export function formatLogRecord(r: LogRecord): string {
-  const ctx = Object.entries(r.context)
+/** A record's context as `[key:value]` tags, empty values left out. */
+export function formatLogContext(context: LogRecord['context']): string {
+  return Object.entries(context)
     .filter(([, v]) => v !== undefined && v !== null && v !== '')
     .map(([k, v]) => `[${k}:${v}]`)
     .join('');
+}
+
+export function formatLogRecord(r: LogRecord): string {
+  const ctx = formatLogContext(r.context);
   return `${new Date(r.time).toISOString()} ${r.level.toUpperCase().padEnd(5)} ${ctx}${ctx ? ' ' : ''}${r.message}`;
 }
 
