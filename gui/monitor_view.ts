@@ -31,9 +31,11 @@ export function cleanText(s: string): string {
   return s.normalize('NFC').replace(STRIP, '').replace(WIDE_EMOJI, '?');
 }
 
-/** blessed.escape: a `{` or `}` in user text must not open a tag in a `tags: true` widget. */
+const helpers = require('blessed/lib/helpers') as { escape(s: string): string };
+
+/** blessed's escape: a `{` or `}` in user text must not open a tag in a `tags: true` widget. */
 export function escapeTags(s: string): string {
-  return s.replace(/[{}]/g, (c) => (c === '{' ? '{open}' : '{close}'));
+  return helpers.escape(s);
 }
 
 /**
@@ -179,10 +181,6 @@ export class RingBuffer<T> {
   /** Absolute index of toArray()[0]. */
   get firstIndex(): number {
     return this.total - this.items.length;
-  }
-  clear(): void {
-    this.items.length = 0;
-    this.start = 0;
   }
 }
 
@@ -480,8 +478,7 @@ export function formatHeaderLines(snap: ServerSnapshot, width: number): string[]
     : `control ${net.host}:${net.port}  media udp v${net.videoPort} a${net.audioPort} s${net.screenPort} fb${net.feedbackPort}  files tcp ${net.filePort} (configured)`;
   let line3: Segment[];
   if (st.state === 'running' && b) {
-    const addrs = st.lan_addresses.length ? st.lan_addresses : ['127.0.0.1'];
-    line3 = [{ text: `clients connect to: ${addrs.map((a) => `${a}:${b.control}`).join('  ')}`, style: 'cyan-fg' }];
+    line3 = [{ text: `clients connect to: ${st.lan_addresses.map((a) => `${a}:${b.control}`).join('  ')}`, style: 'cyan-fg' }];
   } else if (st.last_error) {
     line3 = [{ text: `error: ${cleanText(st.last_error.message)} — ${cleanText(st.last_error.hint)}`, style: 'red-fg' }];
   } else {

@@ -65,7 +65,7 @@ export interface ServerSnapshot {
     /** The configuration the listeners use (or will use at the next start). */
     network: NetworkConfig;
     bound: BoundPorts | null;
-    /** Addresses clients should be given: the bind host, or every LAN IPv4 address for 0.0.0.0. */
+    /** Addresses clients should be given: the bind host, or every LAN IPv4 address for 0.0.0.0 (127.0.0.1 when there is none); never empty. */
     lan_addresses: string[];
     /** Why the last start failed, with what to do; null after a good start. */
     last_error: { message: string; hint: string } | null;
