@@ -10,7 +10,7 @@ import { DEFAULT_PORTS, DEFAULTS, LIMITS, PROTOCOL_VERSION } from '../shared/con
 import { isErrorCode, ProtocolError } from '../shared/errors';
 import { TypedEmitter } from '../shared/events';
 import { encodeFrame, FrameDecoder } from '../shared/protocol/framing';
-import { MediaLink, type MediaLinkOptions, type ReceivedFrame } from './media_link';
+import { MediaLink, type MediaLinkOptions, type ReceivedAudioPacket, type ReceivedFrame } from './media_link';
 import type { SenderAggregate, StreamKindName } from '../shared/protocol/media_packet';
 import {
   MT,
@@ -57,6 +57,12 @@ export interface MediaFrame extends ReceivedFrame {
   username: string | null;
 }
 
+/** An audio packet from another participant, with who sent it. */
+export interface MediaAudioPacket extends ReceivedAudioPacket {
+  user_id: string | null;
+  username: string | null;
+}
+
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
 export type ClientEvents = {
@@ -98,6 +104,10 @@ export type ClientEvents = {
   media_error: [ProtocolError];
   /** A whole camera or screen frame (or audio packet) from a room member. */
   frame: [MediaFrame];
+  /** An audio packet from a room member (not reassembled: the audio client's jitter buffer orders them). */
+  audio: [MediaAudioPacket];
+  /** The room's dominant speaker changed (decided by the server for everyone). */
+  active_speaker: [PushData<'ACTIVE_SPEAKER'>];
   /** How receivers get our streams, aggregated by the relay (once a second). */
   sender_report: [SenderAggregate[]];
   video_start: [PushData<'VIDEO_START'>];
@@ -145,6 +155,8 @@ export class Client extends TypedEmitter<ClientEvents> {
   room: RoomInfo | null = null;
   /** Files shared in your room, oldest first, as the server last listed them (empty outside a room). */
   files: FileInfo[] = [];
+  /** The room's dominant speaker as the server last said (ACTIVE_SPEAKER); null: nobody yet. */
+  activeSpeaker: { user_id: string; username: string } | null = null;
   /** The room `files` belongs to. */
   private filesRoomId: string | null = null;
   /**
@@ -586,6 +598,13 @@ export class Client extends TypedEmitter<ClientEvents> {
       case MT.ROOM_DELETE:
         this.emit('room_deleted', data as PushData<'ROOM_DELETE'>);
         break;
+      case MT.ACTIVE_SPEAKER: {
+        const d = data as PushData<'ACTIVE_SPEAKER'>;
+        if (d.room_id !== this.room?.room_id && d.room_id !== this.joiningRoomId) break;
+        this.activeSpeaker = d.user_id ? { user_id: d.user_id, username: d.username ?? d.user_id } : null;
+        this.emit('active_speaker', d);
+        break;
+      }
       case MT.DISCONNECT:
         this.emit('server_disconnect', data as PushData<'DISCONNECT'>);
         break;
@@ -597,6 +616,7 @@ export class Client extends TypedEmitter<ClientEvents> {
   private setRoom(room: RoomInfo | null, password?: string | null): void {
     const changed = (this.room?.room_id ?? null) !== (room?.room_id ?? null);
     this.room = room;
+    if (changed) this.activeSpeaker = null;
     if ((room?.room_id ?? null) !== this.filesRoomId) {
       this.files = [];
       this.filesRoomId = null;
@@ -623,6 +643,10 @@ export class Client extends TypedEmitter<ClientEvents> {
     link.on('frame', (f) => {
       const owner = this.ownerOf(f.streamId);
       this.emit('frame', { ...f, user_id: owner?.user_id ?? null, username: owner?.username ?? null });
+    });
+    link.on('audio', (a) => {
+      const owner = this.ownerOf(a.streamId);
+      this.emit('audio', { ...a, user_id: owner?.user_id ?? null, username: owner?.username ?? null });
     });
     link.on('sender_report', (r) => this.emit('sender_report', r));
     link.on('error', (e) => this.emit('media_error', e));
@@ -671,6 +695,16 @@ export class Client extends TypedEmitter<ClientEvents> {
       this.on('media_ready', onReady);
       this.on('media_error', onError);
     });
+  }
+
+  /**
+   * Sends one 20 ms audio packet (payload: client/audio/audio_payload.ts) with its frame
+   * index, level (-dBov) and VOICE flag; false without a registered link.
+   */
+  sendAudio(payload: Buffer, frameIndex: number, captureTsUs: number, level: number, voice: boolean): boolean {
+    if (!this.media?.registered) return false;
+    this.media.sendAudio(payload, frameIndex, captureTsUs, level, voice);
+    return true;
   }
 
   /** Sends a camera or screen frame (JPEG) to the room; false without a registered link. */

@@ -20,6 +20,7 @@ import { Logger } from '../shared/log';
 import {
   decodeSenderAggregates,
   encodeControlPacket,
+  encodeMediaPacket,
   encodeReceptionRecords,
   fragmentFrame,
   MAX_MEDIA_PAYLOAD,
@@ -83,7 +84,26 @@ export interface ReceivedFrame extends ReassembledFrame {
   delayMs: number;
 }
 
+/** One audio datagram as it arrived (audio is not reassembled: one packet is one 20 ms frame). */
+export interface ReceivedAudioPacket {
+  streamId: number;
+  seq: number;
+  /** The sender's frame index: +1 per 20 ms of its clock, counting on through silence. */
+  frameIndex: number;
+  /** RFC 6464 level, -dBov (0 loudest, 127 silence). */
+  level: number;
+  /** The sender's voice activity detector said speech. */
+  voice: boolean;
+  /** Audio payload (client/audio/audio_payload.ts); a copy, safe to keep. */
+  payload: Buffer;
+  /** Capture time, server time base (µs). */
+  captureTsUs: number;
+  /** Arrival, server time base (µs). */
+  arrivalUs: number;
+}
+
 export type MediaLinkEvents = {
+  audio: [ReceivedAudioPacket];
   /** Every port is registered with the relay. */
   registered: [{ clockOffsetUs: number; rttMs: number }];
   frame: [ReceivedFrame];
@@ -360,6 +380,23 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
       this.reassemblers.set(key, r);
     }
     const arrival = this.serverNowUs();
+    if (kind === MediaKind.AUDIO) {
+      // The reassembler keeps the reception statistics (loss, jitter) for the reports;
+      // the audio client's jitter buffer wants every packet, reordered ones included.
+      r.push(buf, arrival);
+      if (buf.readUInt16BE(OFFSET.fragCount) !== 1) return;
+      this.emit('audio', {
+        streamId,
+        seq: buf.readUInt32BE(OFFSET.seq),
+        frameIndex: buf.readUInt32BE(OFFSET.frameId),
+        level: buf[OFFSET.level],
+        voice: (buf[OFFSET.flags] & MediaFlags.VOICE) !== 0,
+        payload: Buffer.from(buf.subarray(MEDIA_HEADER_BYTES)),
+        captureTsUs: readU64(buf, OFFSET.captureTs),
+        arrivalUs: arrival,
+      });
+      return;
+    }
     const frame = r.push(buf, arrival);
     if (frame) {
       this.emit('frame', { ...frame, kindName: STREAM_KIND_NAME[kind]!, delayMs: (frame.completeUs - frame.captureTsUs) / 1000 });
@@ -432,6 +469,38 @@ export class MediaLink extends TypedEmitter<MediaLinkEvents> {
     if (kind === 'audio') for (const p of packets) this.sendRaw(port, p);
     else this.pacers.get(port)!.push(packets);
     return packets.length;
+  }
+
+  /**
+   * Sends one 20 ms audio packet at once (no pacing: 100-odd bytes). Unlike camera
+   * frames the frame id is the caller's frame index, which counts on through silence
+   * and self-mute so receivers can place the packet in time; `seq` still counts
+   * packets, so receivers measure loss.
+   */
+  sendAudio(payload: Buffer, frameIndex: number, captureTsUs: number, level: number, voice: boolean): void {
+    if (this.closed) return;
+    const s = this.stateFor(MediaKind.AUDIO);
+    const packet = encodeMediaPacket(
+      {
+        kind: MediaKind.AUDIO,
+        flags: MediaFlags.KEYFRAME | (voice ? MediaFlags.VOICE : 0),
+        layer: 0,
+        level,
+        streamId: this.streamId,
+        token: this.token,
+        seq: s.seq,
+        frameId: frameIndex >>> 0,
+        fragIndex: 0,
+        fragCount: 1,
+        captureTsUs: captureTsUs + this.clockOffsetUs,
+      },
+      payload,
+    );
+    s.seq = (s.seq + 1) >>> 0;
+    s.frames++;
+    s.packets++;
+    s.bytes += packet.length;
+    this.sendRaw(PORT_INDEX_OF_KIND[MediaKind.AUDIO], packet);
   }
 
   private stateFor(kind: number): SendState {

@@ -272,6 +272,7 @@ export class Server extends TypedEmitter<ServerEvents> {
       },
       logger: this.log,
     });
+    this.media.on('active_speaker', (e) => this.activeSpeakerChanged(e.room_id, e.user_id, e.level));
     const o = this.options;
     this.files = new FileServer({
       host: o.host,
@@ -747,6 +748,17 @@ export class Server extends TypedEmitter<ServerEvents> {
     user.session.send(this.envelope(type, data, { ...extra, recipient: user.user_id }));
   }
 
+  private activeSpeakerData(roomId: string, userId: string | null, level: number): PushData<'ACTIVE_SPEAKER'> {
+    const u = userId ? this.users.get(userId) : undefined;
+    return { room_id: roomId, user_id: u ? userId : null, username: u?.username ?? null, level };
+  }
+
+  /** The relay decided a new dominant speaker (server/active_speaker.ts): tell the room. */
+  private activeSpeakerChanged(roomId: string, userId: string | null, level: number): void {
+    const room = this.rooms.get(roomId);
+    if (room) this.pushToRoom(room, MT.ACTIVE_SPEAKER, this.activeSpeakerData(roomId, userId, level));
+  }
+
   /** One encode, many writes. */
   private pushToRoom<T extends PushType>(room: Room, type: T, data: PushData<T>, opts: { except?: User; sender?: string | null } = {}): number {
     const frame = encodeFrame(this.envelope(type, data, { room_id: room.room_id, sender: opts.sender ?? null }));
@@ -1115,6 +1127,8 @@ export class Server extends TypedEmitter<ServerEvents> {
           this.push(user, MT.CHAT_HISTORY, { room_id: room.room_id, messages: room.history.slice() }, { room_id: room.room_id });
           this.push(user, MT.FILE_LIST, { room_id: room.room_id, files: this.files.list(room.room_id) }, { room_id: room.room_id });
           this.pushToRoom(room, MT.USER_JOIN, info, { except: user });
+          const speaker = this.media.activeSpeaker(room.room_id);
+          if (speaker) this.push(user, MT.ACTIVE_SPEAKER, this.activeSpeakerData(room.room_id, speaker.user_id, speaker.level), { room_id: room.room_id });
           this.userChanged(user);
           this.scheduleRoomList();
         });

@@ -44,6 +44,7 @@ import {
   type MediaPortName,
   type MediaPorts,
 } from '../shared/protocol/media_packet';
+import { ActiveSpeakerDetector, SPEAKER_TICK_MS } from './active_speaker';
 
 export { MEDIA_PORT_NAMES, type MediaPortName, type MediaPorts };
 
@@ -183,6 +184,8 @@ export interface ParticipantStats {
 
 export type MediaServerEvents = {
   listening: [MediaPorts];
+  /** The room's dominant speaker changed (server/active_speaker.ts); user_id null: nobody. */
+  active_speaker: [{ room_id: string; user_id: string | null; level: number }];
   registered: [{ user_id: string; port: MediaPortName; address: string }];
   closed: [];
 };
@@ -198,6 +201,9 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
   private readonly cookieKey = randomBytes(32);
   private nextStreamId = (randomBytes(4).readUInt32BE(0) % 0x7fffffff) + 1;
   private timer: NodeJS.Timeout | null = null;
+  private speakerTimer: NodeJS.Timeout | null = null;
+  /** Room id -> who speaks there; created by the first audio packet of the room. */
+  private readonly speakers = new Map<string, ActiveSpeakerDetector>();
   private closing: Promise<void> | null = null;
   private readonly ttlMs: number;
   private readonly reportIntervalMs: number;
@@ -264,6 +270,8 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     }
     this.timer = setInterval(() => this.tick(), this.reportIntervalMs);
     this.timer.unref();
+    this.speakerTimer = setInterval(() => this.speakerTick(), SPEAKER_TICK_MS);
+    this.speakerTimer.unref();
     this.log.info(`media relay listening on ${this.options.host} UDP ${this.describePorts()}`);
     this.emit('listening', this.ports);
     return this.ports;
@@ -290,7 +298,9 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
    */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.speakerTimer) clearInterval(this.speakerTimer);
     this.timer = null;
+    this.speakerTimer = null;
     await Promise.all(this.sockets.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.boundPorts.fill(0);
   }
@@ -307,6 +317,7 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
       this.streams.clear();
       this.byUser.clear();
       this.rooms.clear();
+      this.speakers.clear();
       this.emit('closed');
     })();
     return this.closing;
@@ -340,6 +351,26 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
       if (rest.length) this.rooms.set(p.roomId, rest);
       else this.rooms.delete(p.roomId);
       for (const m of rest) for (const k of [...m.reportsAbout.keys()]) if (k.endsWith(`:${userId}`)) m.reportsAbout.delete(k);
+    }
+    const speakers = this.speakers.get(p.roomId);
+    if (speakers) {
+      const change = speakers.remove(userId);
+      if (!members || members.length <= 1) this.speakers.delete(p.roomId);
+      else if (change) this.emit('active_speaker', { room_id: p.roomId, user_id: change.userId, level: change.level });
+    }
+  }
+
+  /** The room's current dominant speaker (null: nobody has spoken yet). */
+  activeSpeaker(roomId: string): { user_id: string; level: number } | null {
+    const d = this.speakers.get(roomId);
+    const id = d?.speaker;
+    return d && id ? { user_id: id, level: d.levelOf(id) } : null;
+  }
+
+  private speakerTick(): void {
+    for (const [roomId, d] of this.speakers) {
+      const change = d.tick();
+      if (change) this.emit('active_speaker', { room_id: roomId, user_id: change.userId, level: change.level });
     }
   }
 
@@ -390,6 +421,11 @@ export class MediaServer extends TypedEmitter<MediaServerEvents> {
     if (!p.allowed[kind]) {
       sent.dropped++;
       return this.drop('not_allowed');
+    }
+    if (kind === MediaKind.AUDIO) {
+      let d = this.speakers.get(p.roomId);
+      if (!d) this.speakers.set(p.roomId, (d = new ActiveSpeakerDetector()));
+      d.note(p.userId, buf[OFFSET.level], (buf[OFFSET.flags] & MediaFlags.VOICE) !== 0);
     }
     // Receivers never see the sender's secret.
     buf.fill(0, OFFSET.token, OFFSET.token + 8);

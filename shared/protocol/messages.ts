@@ -24,7 +24,7 @@ export const MESSAGE_TYPES = [
   // added by this product
   'USER_UPDATE', 'ROOM_UPDATE', 'ROOM_DELETE', 'RAISE_HAND', 'LOWER_HAND', 'REACTION',
   'MUTE_ALL', 'ROOM_LOCK', 'ROOM_UNLOCK', 'PROMOTE_USER', 'DEMOTE_USER', 'TRANSFER_HOST',
-  'ROLE_CHANGE', 'END_MEETING', 'STOP_VIDEO', 'MEDIA_SUBSCRIBE',
+  'ROLE_CHANGE', 'END_MEETING', 'STOP_VIDEO', 'MEDIA_SUBSCRIBE', 'ACTIVE_SPEAKER',
 ] as const;
 
 export type MessageType = (typeof MESSAGE_TYPES)[number];
@@ -467,6 +467,18 @@ export const PUSH_SCHEMAS = {
         by: userRef.nullable(),
       })
       .optional(),
+  }),
+  /**
+   * The room's active (dominant) speaker changed, decided by the relay from the audio
+   * levels in the media headers; also sent to a user who joins a room that has one.
+   * user_id null: nobody has spoken yet (or the speaker left and nobody else speaks).
+   */
+  ACTIVE_SPEAKER: z.object({
+    room_id: z.string(),
+    user_id: z.string().nullable(),
+    username: z.string().nullable(),
+    /** The speaker's recent audio level in -dBov (0 loudest, 127 silence). */
+    level: z.number().int(),
   }),
   /** The server is closing this connection; `reason` says why, `reconnect` whether to come back. */
   DISCONNECT: z.object({ reason: z.string(), code: z.string().optional(), reconnect: z.boolean() }),
