@@ -316,6 +316,36 @@ export const ERROR_CODES = spec({
     hint: 'Check that the device exists and no other program holds it (for a camera: ls /dev/video*; for a screen: the DISPLAY is right); it is retried automatically.',
     scope: 'local',
   },
+  AUDIO_UNAVAILABLE: {
+    message: 'No audio system: {reason}',
+    hint: 'Install PulseAudio (or PipeWire with pipewire-pulse) and the ALSA pulse plugin (Debian: pulseaudio libasound2-plugins; npm run setup as root installs them), or start with --mic none --speaker none.',
+    scope: 'local',
+  },
+  AUDIO_DEVICE_NOT_FOUND: {
+    message: 'No {dir} device matches "{spec}"; available: {available}',
+    hint: 'Pick a device from --list-devices by id or name, or use --mic none / --speaker none.',
+    scope: 'local',
+  },
+  AUDIO_DEVICE_AMBIGUOUS: {
+    message: '"{spec}" matches several {dir} devices: {candidates}',
+    hint: 'Give the device id or its exact name (see --list-devices).',
+    scope: 'local',
+  },
+  AUDIO_DEVICE_OPEN_FAILED: {
+    message: 'Could not open {dir} device "{device}": {reason}',
+    hint: 'Check that the device exists and is not held by another program; try --mic default / --speaker default, or --mic none / --speaker none.',
+    scope: 'local',
+  },
+  AUDIO_DEVICE_LOST: {
+    message: 'The {dir} {device} stopped: {reason}',
+    hint: 'Plug the device back in or check PulseAudio; it is retried every 2 s and audio resumes by itself.',
+    scope: 'local',
+  },
+  AUDIO_FILE_UNREADABLE: {
+    message: 'Cannot use "{path}" as microphone: {reason}',
+    hint: 'Give a readable audio file that ffmpeg can decode (wav, mp3, ogg, flac, ...), e.g. --mic file:voice.wav.',
+    scope: 'local',
+  },
   REQUEST_TIMEOUT: {
     message: 'No reply to {type} within {ms} ms',
     hint: 'Check that the server is running and reachable, then try again.',
