@@ -238,11 +238,6 @@ export function resolveDevice(spec: string, dir: AudioDirection, devices: AudioD
 // ---------------------------------------------------------------------------
 // small shared pieces
 
-/** Wall-clock microseconds from a monotonic source (comparable across processes on one host). */
-export function nowUs(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1000);
-}
-
 /**
  * Runs `fn` (which opens a stream synchronously) with `vars` set in process.env,
  * then restores them. libpulse reads PULSE_SERVER, PULSE_SINK and PULSE_SOURCE when

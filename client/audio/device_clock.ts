@@ -6,7 +6,7 @@
  * up at most `maxCatchUp` frames at once and drops the older ones (the schedule
  * moves forward), so a paused process does not burst seconds of audio.
  */
-import { nowUs } from './device_backend';
+import { nowUs } from '../../shared/protocol/media_packet';
 
 export interface FrameTickerOptions {
   periodUs: number;

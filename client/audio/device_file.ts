@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TypedEmitter } from '../../shared/events';
 import { FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE } from './format';
-import { AudioDeviceError, nowUs } from './device_backend';
+import { nowUs } from '../../shared/protocol/media_packet';
+import { AudioDeviceError } from './device_backend';
 import { FrameTicker } from './device_clock';
 import type { AudioCapture, CaptureEvents } from './devices';
 

@@ -53,8 +53,8 @@ export interface Pulse {
   removeSink(name: string): Promise<void>;
   /** Plays into a sink: raw samples (48 kHz mono s16) through pacat, or a file through paplay. Resolves when done. */
   play(sink: string, what: Int16Array | string): Promise<void>;
-  /** Records sink.monitor as s16le 48 kHz mono through parec, until stop(). */
-  record(sink: string): Recorder;
+  /** Records sink.monitor as s16le 48 kHz mono through parec, until stop(); `discard`: only read it (keeps its players flowing). */
+  record(sink: string, o?: { discard?: boolean }): Recorder;
   /** Runs pactl against this server; resolves with its stdout. */
   pactl(...args: string[]): Promise<string>;
   /** Kills the daemon and removes its directory. Idempotent. */
@@ -212,11 +212,13 @@ export async function startPulse(o: PulseOptions = {}): Promise<Pulse> {
         if (typeof what === 'string') c.stdin!.end();
         else c.stdin!.end(Buffer.from(what.buffer, what.byteOffset, what.byteLength));
       }),
-    record: (sink) => {
+    record: (sink, o = {}) => {
       const c = helper('parec', ['-d', `${sink}.monitor`, '--format=s16le', '--rate=48000', '--channels=1', '--raw', '--latency-msec=10']);
       const startedUs = nowUs();
       const chunks: Buffer[] = [];
-      c.stdout!.on('data', (d: Buffer) => chunks.push(d));
+      c.stdout!.on('data', (d: Buffer) => {
+        if (!o.discard) chunks.push(d);
+      });
       const exited = new Promise<void>((r) => c.once('exit', () => r()));
       const collect = () => {
         const all = Buffer.concat(chunks);
@@ -258,42 +260,6 @@ export async function startPulse(o: PulseOptions = {}): Promise<Pulse> {
 
 // ---------------------------------------------------------------------------
 // signals and measurements
-
-/** A sine tone at 48 kHz. */
-export function tone(freqHz: number, seconds: number, amplitude = 0.5): Int16Array {
-  const n = Math.round(seconds * SAMPLE_RATE);
-  const out = new Int16Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freqHz * i) / SAMPLE_RATE));
-  return out;
-}
-
-/**
- * The best normalized cross-correlation of `needle` inside `haystack` over all lags
- * (brute force over lags with a coarse-to-fine search would be faster; signals in
- * tests are short). Returns the peak and its lag in samples.
- */
-export function bestCorrelation(haystack: Int16Array, needle: Int16Array, maxLag = haystack.length - needle.length): { peak: number; lag: number } {
-  let best = { peak: -1, lag: -1 };
-  let nn = 0;
-  for (let i = 0; i < needle.length; i++) nn += needle[i] * needle[i];
-  if (nn === 0) return best;
-  // Sliding energy of the haystack window.
-  let hh = 0;
-  for (let i = 0; i < needle.length && i < haystack.length; i++) hh += haystack[i] * haystack[i];
-  for (let lag = 0; lag <= maxLag && lag + needle.length <= haystack.length; lag++) {
-    if (lag > 0) {
-      const out = haystack[lag - 1];
-      const inn = haystack[lag + needle.length - 1];
-      hh += inn * inn - out * out;
-    }
-    if (hh <= 0) continue;
-    let dot = 0;
-    for (let i = 0; i < needle.length; i++) dot += haystack[lag + i] * needle[i];
-    const c = dot / Math.sqrt(hh * nn);
-    if (c > best.peak) best = { peak: c, lag };
-  }
-  return best;
-}
 
 export function concatFrames(frames: Int16Array[]): Int16Array {
   const out = new Int16Array(frames.reduce((n, f) => n + f.length, 0));
