@@ -326,6 +326,28 @@ export function checkFfmpeg(root: string): CheckResult {
   return { ...base, status: 'OK', detail: `${version} (${info.path})`, data: { path: info.path, version } };
 }
 
+/** The Opus codec (@discordjs/opus, a native libopus build): encodes and decodes one 20 ms frame. */
+export function checkOpus(root: string): CheckResult {
+  const base = { id: 'opus', name: 'Opus codec (@discordjs/opus)', need: 'required' as const, without: 'the client cannot send or play audio, and does not start' };
+  const script = `
+    const { OpusEncoder } = require('@discordjs/opus');
+    const e = new OpusEncoder(48000, 1);
+    const packet = e.encode(Buffer.alloc(1920));
+    console.log(JSON.stringify({ bytes: packet.length, decoded: e.decode(packet).length }));
+  `;
+  const r = nodeProbe(root, script, 30_000);
+  const info = parseJsonLine(r.stdout) as { bytes?: number; decoded?: number } | undefined;
+  if (r.status !== 0 || info?.decoded !== 1920) {
+    return {
+      ...base,
+      status: 'FAILED',
+      detail: describeFailure(r, 'loading @discordjs/opus'),
+      fix: 'run `npm rebuild @discordjs/opus` (its install script must be allowed in package.json "allowScripts"; python3, make and g++ build libopus)',
+    };
+  }
+  return { ...base, status: 'OK', detail: `encodes a 20 ms frame into ${info.bytes} bytes and decodes it` };
+}
+
 export function checkNaudiodon(root: string): CheckResult {
   const base = {
     id: 'naudiodon',
@@ -513,6 +535,7 @@ export function checkAll(opts: CheckOptions = {}): CheckResult[] {
     guard('node_modules', 'node_modules', 'required', () => checkNodeModules(root)),
     guard('better-sqlite3', 'better-sqlite3', 'required', () => checkBetterSqlite3(root)),
     guard('ffmpeg', 'ffmpeg (bundled)', 'optional', () => checkFfmpeg(root)),
+    guard('opus', 'Opus codec (@discordjs/opus)', 'required', () => checkOpus(root)),
     guard('naudiodon', 'naudiodon / PortAudio', 'optional', () => checkNaudiodon(root)),
     guard('browser', 'Chromium-family browser', 'optional', () => checkBrowser(env, !!opts.noBrowser)),
     guard('xvfb', 'Xvfb', 'tests', () => checkCommands('xvfb', 'Xvfb', ['Xvfb'], ['xvfb'], env)),

@@ -18,6 +18,8 @@ import { ProtocolError } from '../shared/errors';
 import type { ChatEntry, RoomInfo, RoomRole, UserInfo } from '../shared/protocol/messages';
 import { Client, type ClientEvents } from './main_client';
 import { CliMedia } from './cli_media';
+import type { AudioCall } from './audio_call';
+import { listAudioDevices } from './audio/devices';
 import { FileClient, type TransferProgress } from './file_client';
 import { formatAmount, formatBytes, formatDuration, formatProgress, fraction } from './progress';
 import { DEFAULT_VIDEO_SETTINGS, type VideoSettings } from './video_call';
@@ -46,6 +48,13 @@ export interface CliOptions {
   saveVideo: boolean;
   /** Where /download saves files without a destination; null: the current directory. */
   downloadDir: string | null;
+  /** --mic / --speaker as given; null: 'default' at an interactive prompt, 'none' in scripts. */
+  mic: string | null;
+  speaker: string | null;
+  listDevices: boolean;
+  ns: boolean;
+  aec: boolean;
+  muted: boolean;
 }
 
 interface FlagSpec {
@@ -80,6 +89,12 @@ export const CLI_FLAGS: readonly FlagSpec[] = [
   { flag: 'quality', arg: 'N', help: `JPEG quality of the video you send, 1-100 (default ${DEFAULT_VIDEO_SETTINGS.quality})` },
   { flag: 'save-dir', arg: 'DIR', help: 'keep the latest frame of each participant\'s camera and screen as DIR/NAME-camera.jpg, DIR/NAME-screen.jpg' },
   { flag: 'save-video', help: 'with --save-dir: also record each received stream to DIR/NAME-camera.mkv (MJPEG, plays in any player)' },
+  { flag: 'mic', arg: 'DEVICE', help: "microphone: default, a device name or id (see --list-devices), file:PATH (a looped sound file, for bots and demos) or none (default: default at an interactive prompt, none with --exec/--script or without a terminal)" },
+  { flag: 'speaker', arg: 'DEVICE', help: 'speakers: default, a device name or id, or none (default as for --mic)' },
+  { flag: 'list-devices', help: 'list the microphones and speakers PortAudio sees, then exit' },
+  { flag: 'muted', help: 'join with your microphone muted (/unmute to talk)' },
+  { flag: 'no-ns', help: 'start with noise suppression off (/ns on turns it on)' },
+  { flag: 'no-aec', help: 'start with echo cancellation off (/aec on turns it on)' },
   { flag: 'download-dir', arg: 'DIR', help: 'where /download saves files when no destination is given (default: the current directory)' },
   { flag: 'help', short: 'h', help: 'print this help and exit' },
 ];
@@ -163,6 +178,12 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
     saveDir: str('save-dir'),
     saveVideo: values['save-video'] === true,
     downloadDir: str('download-dir'),
+    mic: str('mic'),
+    speaker: str('speaker'),
+    listDevices: values['list-devices'] === true,
+    ns: values['no-ns'] !== true,
+    aec: values['no-aec'] !== true,
+    muted: values.muted === true,
   };
   if (values.help === true) return { help: true, options };
   if (options.server.trim() === '') throw new CliUsageError('--server needs a host name or address');
@@ -175,6 +196,11 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = {}): { hel
   if (options.user !== null && options.user.trim() === '') throw new CliUsageError('--user needs a name');
   if (options.saveVideo && !options.saveDir) throw new CliUsageError('--save-video needs --save-dir DIR');
   if (options.downloadDir !== null && options.downloadDir.trim() === '') throw new CliUsageError('--download-dir needs a directory');
+  for (const k of ['mic', 'speaker'] as const) {
+    const v = options[k];
+    if (v !== null && v.trim() === '') throw new CliUsageError(`--${k} needs a device (default, a name or id from --list-devices${k === 'mic' ? ', file:PATH' : ''} or none)`);
+    if (k === 'speaker' && v?.startsWith('file:')) throw new CliUsageError('--speaker cannot be a file; use a device name or id, default or none');
+  }
   return { help: false, options };
 }
 
@@ -191,6 +217,10 @@ export type Command =
   | { name: 'hand' }
   | { name: 'react'; reaction: string }
   | { name: 'mute' | 'unmute' | 'promote' | 'demote' | 'host'; user: string }
+  | { name: 'self-mute'; on: boolean }
+  | { name: 'volume'; user: string; percent: number }
+  | { name: 'ns' | 'aec'; on: boolean }
+  | { name: 'levels' }
   | { name: 'muteall' }
   | { name: 'kick'; user: string; reason?: string }
   | { name: 'lock' | 'unlock' | 'end' | 'quit' | 'help' }
@@ -266,14 +296,14 @@ function oneUser(name: 'mute' | 'unmute' | 'promote' | 'demote' | 'host', u: str
   };
 }
 
-function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help' | 'stats' | 'files', u: string): (a: string) => Command {
+function noArgs(name: 'rooms' | 'leave' | 'hand' | 'muteall' | 'lock' | 'unlock' | 'end' | 'quit' | 'help' | 'stats' | 'files' | 'levels', u: string): (a: string) => Command {
   return (a) => {
     if (a.trim() !== '') throw usage(u);
     return { name } as Command;
   };
 }
 
-function onOff(name: 'video' | 'audio' | 'screen', u: string): (a: string) => Command {
+function onOff(name: 'video' | 'audio' | 'screen' | 'ns' | 'aec', u: string): (a: string) => Command {
   return (a) => {
     const v = a.trim().toLowerCase();
     if (v !== 'on' && v !== 'off') throw usage(u);
@@ -356,8 +386,32 @@ export const COMMANDS: readonly CommandSpec[] = [
       return { name: 'react', reaction: r };
     },
   },
-  { name: 'mute', usage: '/mute USER', help: 'mute someone (host, moderator)', parse: oneUser('mute', '/mute USER') },
-  { name: 'unmute', usage: '/unmute USER', help: 'lift a mute and ask them to unmute (host, moderator)', parse: oneUser('unmute', '/unmute USER') },
+  {
+    name: 'mute',
+    usage: '/mute [USER]',
+    help: 'mute your microphone (nothing is sent); with USER: mute someone (host, moderator)',
+    parse: (a) => (a.trim() === '' ? { name: 'self-mute', on: true } : oneUser('mute', '/mute [USER]')(a)),
+  },
+  {
+    name: 'unmute',
+    usage: '/unmute [USER]',
+    help: 'unmute your microphone; with USER: lift their mute and ask them to unmute (host, moderator)',
+    parse: (a) => (a.trim() === '' ? { name: 'self-mute', on: false } : oneUser('unmute', '/unmute [USER]')(a)),
+  },
+  {
+    name: 'volume',
+    usage: '/volume USER N',
+    help: 'how loud you hear USER, 0-200 % (100 is as they send; 0 silences them for you only)',
+    parse: (a) => {
+      const t = tokenize(a);
+      const n = Number(t[1]);
+      if (t.length !== 2 || !/^\d{1,3}%?$/.test(t[1]) || !(parseInt(t[1], 10) <= 200)) throw usage('/volume USER N (N from 0 to 200)');
+      return { name: 'volume', user: t[0], percent: Number.isNaN(n) ? parseInt(t[1], 10) : n };
+    },
+  },
+  { name: 'levels', usage: '/levels', help: 'audio levels: yours and each participant\'s, and who is the active speaker', parse: noArgs('levels', '/levels') },
+  { name: 'ns', usage: '/ns on|off', help: 'noise suppression of your microphone (RNNoise) on or off', parse: onOff('ns', '/ns on|off') },
+  { name: 'aec', usage: '/aec on|off', help: 'echo cancellation of your microphone on or off (off: use headphones)', parse: onOff('aec', '/aec on|off') },
   { name: 'muteall', usage: '/muteall', help: 'mute everyone below you (host, moderator)', parse: noArgs('muteall', '/muteall') },
   {
     name: 'kick',
@@ -465,7 +519,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     },
   },
   { name: 'stats', usage: '/stats', help: 'show media figures: what you send and receive (fps, kbit/s, loss, jitter, delay)', parse: noArgs('stats', '/stats') },
-  { name: 'audio', usage: '/audio on|off', help: 'turn your microphone on or off (signalling only for now)', parse: onOff('audio', '/audio on|off') },
+  { name: 'audio', usage: '/audio on|off', help: 'your microphone on or off (the same as /unmute and /mute)', parse: onOff('audio', '/audio on|off') },
   {
     name: 'wait',
     usage: '/wait SECONDS',
@@ -634,6 +688,23 @@ export interface CliIo {
   readFile: (file: string) => string;
 }
 
+/**
+ * The microphone and speaker this run uses: as given, else the default devices where
+ * someone sits at the prompt, and none in scripts and bots (--exec, --script, no terminal).
+ */
+export function audioDevices(options: CliOptions, io: Pick<CliIo, 'stdin'>): { mic: string; speaker: string } {
+  const scripted = options.exec !== null || options.script !== null;
+  const fallback = !scripted && io.stdin.isTTY === true ? 'default' : 'none';
+  return { mic: options.mic ?? fallback, speaker: options.speaker ?? fallback };
+}
+
+/** Whether this run opens a sound card (a file microphone and 'none' do not). */
+export function usesAudioDevices(options: CliOptions, io: Pick<CliIo, 'stdin'>): boolean {
+  if (options.listDevices) return true;
+  const d = audioDevices(options, io);
+  return (d.mic !== 'none' && !d.mic.startsWith('file:')) || d.speaker !== 'none';
+}
+
 export function processIo(): CliIo {
   return {
     stdin: process.stdin,
@@ -714,9 +785,21 @@ export class CliSession {
       reconnectAttempts: Math.max(1, options.reconnectAttempts),
     });
     this.client.onListenerError = (event, error) => this.printError(new Error(`while printing ${event}: ${String(error)}`));
+    const devices = audioDevices(options, io);
     this.media = new CliMedia(
       this.client,
-      { camera: options.camera, screen: options.screen, video: options.video, saveDir: options.saveDir, saveVideo: options.saveVideo },
+      {
+        mic: devices.mic,
+        speaker: devices.speaker,
+        ns: options.ns,
+        aec: options.aec,
+        muted: options.muted,
+        camera: options.camera,
+        screen: options.screen,
+        video: options.video,
+        saveDir: options.saveDir,
+        saveVideo: options.saveVideo,
+      },
       { note: (t) => this.note(t), error: (e) => this.printError(e) },
     );
     this.files = new FileClient(this.client, { downloadDir: options.downloadDir ?? undefined });
@@ -789,6 +872,12 @@ export class CliSession {
   private byWhom(by: { user_id: string; username: string } | null): string {
     if (!by) return '';
     return by.user_id === this.client.userId ? ' by you' : ` by ${by.username}`;
+  }
+
+  private requireAudio(): AudioCall {
+    const a = this.media.audio;
+    if (!a) throw new ProtocolError('AUDIO_UNAVAILABLE', { reason: 'this client was started with --mic none --speaker none' });
+    return a;
   }
 
   private roomName(roomId: string | null | undefined): string {
@@ -1284,10 +1373,40 @@ export class CliSession {
         this.lines(lines);
         return { lines };
       }
-      case 'audio': {
-        const r = await c.setAudio(cmd.on);
-        this.note(`Your audio is ${cmd.on ? 'on' : 'off'} (signalling only: no audio is sent yet)`);
-        return r;
+      case 'audio':
+      case 'self-mute': {
+        const on = cmd.name === 'audio' ? cmd.on : !cmd.on;
+        const a = this.media.audio;
+        // Without audio devices the flag is still signalled, as the original client did.
+        if (!a) return c.setAudio(on);
+        if (on) await a.unmute();
+        else await a.mute();
+        return { muted: a.muted, sending: a.sending };
+      }
+      case 'volume': {
+        const a = this.requireAudio();
+        const u = c.findUser(cmd.user);
+        if (!u) throw new ProtocolError('USER_NOT_FOUND', { user: cmd.user });
+        a.setVolume(u.user_id, cmd.percent / 100);
+        this.note(`You hear ${u.username} at ${cmd.percent}%`);
+        return { user_id: u.user_id, volume: cmd.percent };
+      }
+      case 'ns': {
+        const a = this.requireAudio();
+        await a.setNs(cmd.on);
+        this.note(`Noise suppression is ${a.settings.ns ? 'on' : 'off'}`);
+        return { ns: a.settings.ns };
+      }
+      case 'aec': {
+        const a = this.requireAudio();
+        a.setAec(cmd.on);
+        this.note(`Echo cancellation is ${cmd.on ? 'on' : 'off'}`);
+        return { aec: cmd.on };
+      }
+      case 'levels': {
+        const lines = this.media.levelLines();
+        this.lines(lines);
+        return { lines, levels: this.media.audio?.levels() ?? null, active_speaker: c.activeSpeaker };
       }
       case 'upload': {
         const started = performance.now();
@@ -1513,11 +1632,38 @@ function ask(io: CliIo, question: string): Promise<string | null | 'interrupted'
   });
 }
 
+/** --list-devices: what PortAudio sees, as --mic / --speaker take it (name or id). */
+function listDevices(io: CliIo): number {
+  let devices: ReturnType<typeof listAudioDevices>;
+  try {
+    devices = listAudioDevices();
+  } catch (e) {
+    const err = e as Error & { hint?: string };
+    io.stderr.write(`error: ${err.message}${err.hint ? `. ${err.hint}` : ''}\n`);
+    return EXIT.failed;
+  }
+  const row = (d: (typeof devices)[number], ch: number) =>
+    `  ${String(d.id).padStart(3)}  ${d.name}  (${d.hostApi}, ${ch} channel${ch === 1 ? '' : 's'}, ${d.defaultSampleRate} Hz)`;
+  const inputs = devices.filter((d) => d.maxInputChannels > 0);
+  const outputs = devices.filter((d) => d.maxOutputChannels > 0);
+  io.stdout.write(
+    [
+      'Microphones (--mic ID or NAME):',
+      ...(inputs.length ? inputs.map((d) => row(d, d.maxInputChannels)) : ['  none']),
+      'Speakers (--speaker ID or NAME):',
+      ...(outputs.length ? outputs.map((d) => row(d, d.maxOutputChannels)) : ['  none']),
+      'Also: --mic file:PATH (a looped sound file), and none for either.',
+    ].join('\n') + '\n',
+  );
+  return EXIT.ok;
+}
+
 /**
  * Runs the client with parsed options; resolves with the exit code. Usage errors
  * (bad script, missing --user) are printed to stderr and give 2.
  */
 export async function runCli(options: CliOptions, io: CliIo = processIo()): Promise<number> {
+  if (options.listDevices) return listDevices(io);
   let script: ScriptLine[] | null;
   try {
     script = loadScript(options, io);

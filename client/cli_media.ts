@@ -10,9 +10,16 @@ import { ProtocolError } from '../shared/errors';
 import { STREAM_KIND_NAME } from '../shared/protocol/media_packet';
 import type { Client, MediaFrame } from './main_client';
 import { VideoCall, type VideoSettings, type VideoStream } from './video_call';
+import { AudioCall } from './audio_call';
 import { LatestFrameWriter, MjpegRecorder, safeParticipantName } from './video_files';
 
 export interface CliMediaOptions {
+  /** Resolved devices ('none' for no audio that way); both 'none': no audio at all. */
+  mic: string;
+  speaker: string;
+  ns: boolean;
+  aec: boolean;
+  muted: boolean;
   camera: string | null;
   screen: string | null;
   video: VideoSettings;
@@ -27,6 +34,9 @@ export interface CliMediaOutput {
 
 export class CliMedia {
   readonly video: VideoCall;
+  /** Null with --mic none --speaker none. */
+  readonly audio: AudioCall | null;
+  private audioStarting: Promise<void> | null = null;
   private readonly latest: LatestFrameWriter | null;
   private readonly recorders = new Map<string, MjpegRecorder>();
   private closed = false;
@@ -43,6 +53,24 @@ export class CliMedia {
       else out.note(`Your ${stream === 'camera' ? 'camera' : 'screen share'} is ${on ? 'on' : 'off'}`);
     });
     client.on('media_error', (e) => out.error(e));
+    if (o.mic === 'none' && o.speaker === 'none') this.audio = null;
+    else {
+      const a = new AudioCall(client, { mic: o.mic, speaker: o.speaker, ns: o.ns, aec: o.aec, muted: o.muted });
+      this.audio = a;
+      a.on('error', (e) => out.error(e));
+      a.on('device', (d) => {
+        const what = d.dir === 'mic' ? 'microphone' : 'speaker';
+        if (d.error) out.error(d.error);
+        if (d.state === 'unavailable') out.note(`Going on without a ${what}`);
+        else if (d.state === 'restored') out.note(`Your ${what} is back (${d.label})`);
+      });
+      let last: string | null = null;
+      a.on('local', (l) => {
+        const text = !a.hasMic ? null : l.hostMuted ? 'muted by a host' : l.muted ? 'muted' : 'live';
+        if (text && text !== last) out.note(`Your microphone is ${text}`);
+        last = text;
+      });
+    }
     if (o.saveDir) {
       fs.mkdirSync(o.saveDir, { recursive: true });
       this.latest = new LatestFrameWriter(o.saveDir);
@@ -54,6 +82,8 @@ export class CliMedia {
     // --camera: the camera comes on when you join a room, as "join with video" does.
     client.on('room', (room) => {
       if (room && o.camera && !this.video.isOn('camera') && !this.closed) this.set('camera', true).catch((e: unknown) => out.error(e));
+      // Microphone and speakers open with the first meeting and stay open until exit.
+      if (room && this.audio && !this.closed) this.audioStarting ??= this.audio.start().catch((e: unknown) => out.error(e));
     });
   }
 
@@ -131,11 +161,36 @@ export class CliMedia {
     return lines;
   }
 
+  /** Lines for /levels: own level and each participant's, with the active speaker. */
+  levelLines(): string[] {
+    if (!this.audio) return ['  audio is off (started with --mic none --speaker none)'];
+    const { self, talkers } = this.audio.levels();
+    const speaker = this.client.activeSpeaker;
+    const lines = [
+      `  you: ${meter(self.level)} ${self.sending ? (self.speaking ? 'speaking' : 'live') : this.audio.hostMuted ? 'muted by a host' : this.audio.hasMic ? 'muted' : 'no microphone'}${speaker?.user_id === this.client.userId ? '  (active speaker)' : ''}`,
+    ];
+    for (const t of talkers) {
+      lines.push(
+        `  ${t.username}: ${meter(t.level)} ${t.speaking ? 'speaking' : ''}${t.volume !== 1 ? ` volume ${Math.round(t.volume * 100)}%` : ''}${speaker?.user_id === t.user_id ? '  (active speaker)' : ''}`,
+      );
+    }
+    if (!talkers.length) lines.push('  nobody else is sending audio');
+    return lines;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.audioStarting;
+    await this.audio?.close().catch((e: unknown) => this.out.error(e));
     await this.video.close();
     await Promise.all([...this.recorders.values()].map((r) => r.close().catch(() => undefined)));
     await this.latest?.close();
   }
+}
+
+/** A 10-step bar for a -dBov level: full at -10 dBov and louder, empty at -70 and below. */
+export function meter(level: number): string {
+  const n = Math.max(0, Math.min(10, Math.round((70 - level) / 6)));
+  return `[${'#'.repeat(n)}${'.'.repeat(10 - n)}] ${level >= 127 ? ' -inf' : `-${String(level).padStart(3)}`} dBov`;
 }

@@ -104,7 +104,7 @@ describe('client/cli.ts command parsing', () => {
     expect(() => parseCommand('/msg bob')).toThrow(/usage: \/msg USER TEXT/);
     expect(() => parseCommand('/video maybe')).toThrow(/usage: \/video on\|off/);
     expect(() => parseCommand('/create --max x demo')).toThrow(CommandUsageError);
-    expect(() => parseCommand('/mute')).toThrow(/usage: \/mute USER/);
+    expect(() => parseCommand('/mute bob cat')).toThrow(/usage: \/mute \[USER\]/);
     expect(() => parseCommand('/msg "bob hi')).toThrow(/unclosed quote/);
     expect(() => parseCommand('/wait soon')).toThrow(/usage: \/wait SECONDS/);
   });

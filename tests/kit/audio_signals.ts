@@ -564,22 +564,22 @@ export function alignedCorrelation(
  * may have dropped or inserted a frame here and there (each shifts the rest by 20 ms,
  * which ruins one global alignment): align globally, then re-align each `segmentSeconds`
  * piece of `ref` within ±`searchMs` and correlate it there. Pieces of `ref` quieter than
- * -45 dBFS are skipped. Returns the energy-weighted mean and the worst piece.
+ * -45 dBFS are skipped. Returns the median piece (robust to a glitch or two, e.g. a
+ * sound card underrun on a busy machine), the energy-weighted mean and the worst piece.
  * Pieces are short (100 ms) so that one dropped or added frame spoils one piece, not a second.
  */
 export function segmentedCorrelation(
   recording: Float32Array,
   ref: Float32Array,
   o: { maxLagSeconds: number; segmentSeconds?: number; searchMs?: number; rate?: number },
-): { mean: number; worst: number; segments: number; lag: number } {
+): { median: number; mean: number; worst: number; segments: number; lag: number } {
   const rate = o.rate ?? RATE;
   const { lag } = normalizedCorrelation(ref, recording, { maxLagSamples: Math.round(o.maxLagSeconds * rate), positive: true });
   const len = Math.round((o.segmentSeconds ?? 0.1) * rate);
   const search = Math.round(((o.searchMs ?? 120) / 1000) * rate);
   let weighted = 0;
   let total = 0;
-  let worst = 1;
-  let n = 0;
+  const all: number[] = [];
   for (let start = 0; start + len <= ref.length; start += len) {
     const piece = ref.subarray(start, start + len);
     if (rmsDb(piece) < -45) continue;
@@ -594,10 +594,11 @@ export function segmentedCorrelation(
     const e = energy(piece);
     weighted += c * e;
     total += e;
-    worst = Math.min(worst, c);
-    n++;
+    all.push(c);
   }
-  return { mean: total > 0 ? weighted / total : 0, worst: n ? worst : 0, segments: n, lag };
+  all.sort((x, y) => x - y);
+  const median = all.length ? all[Math.floor(all.length / 2)] : 0;
+  return { median, mean: total > 0 ? weighted / total : 0, worst: all.length ? all[0] : 0, segments: all.length, lag };
 }
 
 /** The gain g minimizing |out - g*ref|^2 (out projected on ref); -20*log10(g) is ref's attenuation in out. */
