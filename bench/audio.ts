@@ -143,6 +143,8 @@ import {
   type ForkedChild,
   type HotFunction,
   type LoopStalls,
+  summarize,
+  type LatencySummary,
 } from './lib';
 
 const USAGE = `usage: npm run bench:audio [-- --clicks N] [--cpu-seconds S] [--quiet-wait S] [--profile]
@@ -198,28 +200,9 @@ function log(line: string): void {
 
 // ------------------------------------------------------------ distributions
 
-interface Dist {
-  count: number;
-  mean_ms: number;
-  p50_ms: number;
-  p95_ms: number;
-  min_ms: number;
-  max_ms: number;
-}
-
-function dist(samples: number[]): Dist {
-  const s = Float64Array.from(samples).sort();
-  let sum = 0;
-  for (const v of s) sum += v;
-  return {
-    count: s.length,
-    mean_ms: round(s.length ? sum / s.length : NaN, 2),
-    p50_ms: round(percentile(s, 50), 2),
-    p95_ms: round(percentile(s, 95), 2),
-    min_ms: round(s.length ? s[0] : NaN, 2),
-    max_ms: round(s.length ? s[s.length - 1] : NaN, 2),
-  };
-}
+/** Latency samples (ms) summarized: bench/lib.ts summarize. */
+type Dist = LatencySummary;
+const dist = (samples: number[]): Dist => summarize(samples);
 
 const row = (name: string, d: Dist) =>
   `  ${name.padEnd(44)} p50 ${String(d.p50_ms).padStart(7)}  p95 ${String(d.p95_ms).padStart(7)}  min ${String(d.min_ms).padStart(7)}  max ${String(d.max_ms).padStart(7)} ms  (n=${d.count})`;

@@ -61,7 +61,6 @@ import {
   machineCpu,
   machineCpuBetween,
   machineInfo,
-  percentile,
   round,
   sleep,
   waitForQuiet,
@@ -69,6 +68,8 @@ import {
   writeResults,
   type ForkedChild,
   type LoopStalls,
+  summarize,
+  type LatencySummary,
   runBench,
   testsrc2RawFrames,
 } from './lib';
@@ -105,28 +106,9 @@ function rawFrames(): Promise<Buffer[]> {
 const encode = (raw: Buffer) => sharp(raw, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } }).jpeg({ quality: JPEG_QUALITY }).toBuffer();
 const decode = (jpeg: Buffer) => sharp(jpeg).raw().toBuffer();
 
-interface Dist {
-  count: number;
-  mean_ms: number;
-  p50_ms: number;
-  p95_ms: number;
-  p99_ms: number;
-  max_ms: number;
-}
-
-function dist(samples: number[]): Dist {
-  const s = Float64Array.from(samples).sort();
-  let sum = 0;
-  for (const v of s) sum += v;
-  return {
-    count: s.length,
-    mean_ms: round(s.length ? sum / s.length : NaN, 3),
-    p50_ms: round(percentile(s, 50), 3),
-    p95_ms: round(percentile(s, 95), 3),
-    p99_ms: round(percentile(s, 99), 3),
-    max_ms: round(s.length ? s[s.length - 1] : NaN, 3),
-  };
-}
+/** Latency samples (ms) summarized: bench/lib.ts summarize. */
+type Dist = LatencySummary;
+const dist = (samples: number[]): Dist => summarize(samples);
 
 /** Encode and decode of every source frame, one at a time, nothing else running (2 passes, the first not counted). */
 async function codecAlone(frames: Buffer[]): Promise<{ encode: Dist; decode: Dist; jpeg_bytes: Dist }> {

@@ -47,8 +47,10 @@ export function median(xs: number[]): number {
 export interface LatencySummary {
   count: number;
   mean_ms: number;
+  min_ms: number;
   p50_ms: number;
   p90_ms: number;
+  p95_ms: number;
   p99_ms: number;
   p999_ms: number;
   max_ms: number;
@@ -62,8 +64,10 @@ export function summarize(samples: ArrayLike<number>, count = samples.length): L
   return {
     count,
     mean_ms: round(count ? sum / count : NaN, 3),
+    min_ms: round(count ? sorted[0] : NaN, 3),
     p50_ms: round(percentile(sorted, 50), 3),
     p90_ms: round(percentile(sorted, 90), 3),
+    p95_ms: round(percentile(sorted, 95), 3),
     p99_ms: round(percentile(sorted, 99), 3),
     p999_ms: round(percentile(sorted, 99.9), 3),
     max_ms: round(count ? sorted[count - 1] : NaN, 3),
