@@ -96,6 +96,8 @@ interface Talker {
   malformed: number;
 }
 
+/** Voices decoded at once at most (a room's capacity is 50 by default). */
+const MAX_TALKERS = 64;
 /** A talker not heard from for this long is forgotten (decoder freed). */
 const FORGET_MS = 10_000;
 const LEVEL_HOLD_MS = 300;
@@ -107,6 +109,7 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
   private playback: AudioPlayback | null = null;
   private aec: EchoCanceller | null = null;
   private ns: NoiseSuppressor | null = null;
+  private nsGeneration = 0;
   private encoder: OpusVoiceEncoder;
   private readonly mixer = new Mixer();
   private readonly talkers = new Map<number, Talker>();
@@ -144,9 +147,17 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     this.red = new RedundancyEncoder(this.settings.redundancy);
     this.listen('audio', (p) => this.onPacket(p));
     // Into a room (joined, rejoined after a reconnect): say whether our microphone is on.
+    // Another room's voices are not this room's.
     this.listen('room', (room) => {
+      this.resetTalkers();
       if (room) void this.announce();
-      else this.resetTalkers();
+    });
+    // A host's mute mutes us ourselves too: lifting it only asks, and we go live again only
+    // when the user unmutes (UNMUTE_USER never turns a microphone on).
+    this.listen('muted', () => {
+      this.selfMuted = true;
+      this.red.reset();
+      this.emitLocal();
     });
     this.listen('reconnected', () => void this.announce());
     this.listen('user_update', (u) => {
@@ -173,8 +184,13 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     this.started = true;
     if (this.settings.aec) this.aec = new EchoCanceller();
     if (this.settings.ns) await this.enableNs();
-    this.playback = await this.openOutput();
-    this.capture = await this.openInput();
+    const playback = await this.openOutput();
+    // close() may have run during an await: what opened meanwhile closes again.
+    if (this.closed) return void (await playback.stop());
+    this.playback = playback;
+    const capture = await this.openInput();
+    if (this.closed) return void (await capture?.stop());
+    this.capture = capture;
     await this.announce();
   }
 
@@ -251,6 +267,11 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
 
   /** Unmute: AUDIO_START (refused with MUTED_BY_HOST while a host has us muted). */
   async unmute(): Promise<void> {
+    if (!this.started) {
+      // Devices open with the first room; announce() tells the server then.
+      this.selfMuted = false;
+      return;
+    }
     if (!this.capture) throw new ProtocolError('AUDIO_UNAVAILABLE', { reason: `no microphone is open (--mic ${this.settings.mic})` });
     if (this.client.room && this.client.connected) await this.client.setAudio(true);
     this.selfMuted = false;
@@ -261,7 +282,8 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     if (!this.started || !this.client.room || !this.client.connected) return;
     const on = this.capture !== null && !this.selfMuted;
     try {
-      if (on) await this.client.setAudio(true);
+      // Both ways: a /mute typed while the link was down must reach the server too.
+      if (on || this.client.user?.is_audio_enabled) await this.client.setAudio(on);
     } catch (e) {
       if ((e as ProtocolError).code !== 'MUTED_BY_HOST') this.emit('error', e as Error);
     }
@@ -286,6 +308,7 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     this.settings.ns = on;
     if (on) await this.enableNs();
     else {
+      this.nsGeneration++;
       this.ns?.destroy();
       this.ns = null;
     }
@@ -293,8 +316,12 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
 
   private async enableNs(): Promise<void> {
     if (this.ns) return;
+    const generation = ++this.nsGeneration;
     try {
-      this.ns = await NoiseSuppressor.create();
+      const ns = await NoiseSuppressor.create();
+      // Turned off, turned on again, or closed while it loaded: only the latest request counts.
+      if (generation !== this.nsGeneration || this.closed || this.ns) ns.destroy();
+      else this.ns = ns;
     } catch (e) {
       this.settings.ns = false;
       this.emit('error', new Error(`noise suppression is off: ${(e as Error).message}`));
@@ -322,7 +349,8 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
       voice = this.ns.lastVad >= 0.5;
     } else voice = false;
     const level = levelDbov(frame);
-    // Without the suppressor's voice detector, anything clearly above the room noise counts.
+    // Without the suppressor's voice detector: anything louder than -50 dBov counts as speech
+    // (a crude stand-in, documented in PROTOCOL.md; a noisy room then reads as speaking).
     if (!this.ns) voice = level <= 50;
     this.selfLevel = level;
     this.selfVoice = voice;
@@ -350,6 +378,11 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     if (this.closed) return;
     let t = this.talkers.get(p.streamId);
     if (!t) {
+      // Only room members we know of (their USER_JOIN comes before their media), and a bounded number.
+      if (!p.user_id || this.talkers.size >= MAX_TALKERS) {
+        this.counters.malformed++;
+        return;
+      }
       t = {
         streamId: p.streamId,
         userId: p.user_id,

@@ -102,7 +102,7 @@ export type ClientEvents = {
   media_ready: [MediaLink];
   /** The media link failed (e.g. MEDIA_UNREACHABLE: UDP blocked); control goes on. */
   media_error: [ProtocolError];
-  /** A whole camera or screen frame (or audio packet) from a room member. */
+  /** A whole camera or screen frame from a room member. */
   frame: [MediaFrame];
   /** An audio packet from a room member (not reassembled: the audio client's jitter buffer orders them). */
   audio: [MediaAudioPacket];
@@ -157,6 +157,7 @@ export class Client extends TypedEmitter<ClientEvents> {
   files: FileInfo[] = [];
   /** The room's dominant speaker as the server last said (ACTIVE_SPEAKER); null: nobody yet. */
   activeSpeaker: { user_id: string; username: string } | null = null;
+  private activeSpeakerRoomId: string | null = null;
   /** The room `files` belongs to. */
   private filesRoomId: string | null = null;
   /**
@@ -602,6 +603,7 @@ export class Client extends TypedEmitter<ClientEvents> {
         const d = data as PushData<'ACTIVE_SPEAKER'>;
         if (d.room_id !== this.room?.room_id && d.room_id !== this.joiningRoomId) break;
         this.activeSpeaker = d.user_id ? { user_id: d.user_id, username: d.username ?? d.user_id } : null;
+        this.activeSpeakerRoomId = d.room_id;
         this.emit('active_speaker', d);
         break;
       }
@@ -616,7 +618,8 @@ export class Client extends TypedEmitter<ClientEvents> {
   private setRoom(room: RoomInfo | null, password?: string | null): void {
     const changed = (this.room?.room_id ?? null) !== (room?.room_id ?? null);
     this.room = room;
-    if (changed) this.activeSpeaker = null;
+    // The joiner's ACTIVE_SPEAKER arrives with the ROOM_JOIN reply, before this runs: keep it.
+    if (changed && this.activeSpeakerRoomId !== (room?.room_id ?? null)) this.activeSpeaker = null;
     if ((room?.room_id ?? null) !== this.filesRoomId) {
       this.files = [];
       this.filesRoomId = null;

@@ -34,6 +34,8 @@ const ALPHA = 1 - Math.exp(-SPEAKER_TICK_MS / 400);
 
 interface Talker {
   sum: number;
+  /** Voiced packets this tick: more than a tick's worth of frames (a flood, duplicates) adds nothing. */
+  frames: number;
   /** Loudest (lowest -dBov) voiced frame this tick. */
   peak: number;
   activity: number;
@@ -64,10 +66,11 @@ export class ActiveSpeakerDetector {
   note(userId: string, levelDbov: number, voice: boolean): void {
     let t = this.talkers.get(userId);
     if (!t) {
-      t = { sum: 0, peak: 127, activity: 0, level: 127 };
+      t = { sum: 0, frames: 0, peak: 127, activity: 0, level: 127 };
       this.talkers.set(userId, t);
     }
-    if (!voice) return;
+    if (!voice || t.frames >= FRAMES_PER_TICK) return;
+    t.frames++;
     if (levelDbov < FLOOR_DBOV) t.sum += FLOOR_DBOV - levelDbov;
     if (levelDbov < t.peak) t.peak = levelDbov;
   }
@@ -101,6 +104,7 @@ export class ActiveSpeakerDetector {
       t.activity += ALPHA * (t.sum / FRAMES_PER_TICK - t.activity);
       t.level = t.sum > 0 ? t.peak : Math.min(127, t.level + 6);
       t.sum = 0;
+      t.frames = 0;
       t.peak = 127;
       if (t.activity > bestActivity) {
         best = id;

@@ -923,6 +923,9 @@ export class Server extends TypedEmitter<ServerEvents> {
 
   private setHostMute(target: User, muted: boolean, by: User): void {
     target.mutedByHost = muted;
+    // A host's mute also turns the microphone flag off, so lifting it only asks: the user
+    // must turn audio on again (AUDIO_START), and never goes live without knowing.
+    if (muted) target.audioEnabled = false;
     this.push(target, muted ? MT.MUTE_USER : MT.UNMUTE_USER, { user_id: target.user_id, by: by.ref }, { room_id: target.roomId });
     this.userChanged(target);
     this.emit('mute_changed', { user_id: target.user_id, room_id: target.roomId, muted });

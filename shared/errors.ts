@@ -338,7 +338,7 @@ export const ERROR_CODES = spec({
   },
   AUDIO_DEVICE_LOST: {
     message: 'The {dir} {device} stopped: {reason}',
-    hint: 'Plug the device back in or check PulseAudio; it is retried every 2 s and audio resumes by itself.',
+    hint: 'Plug the device back in or check PulseAudio; it is retried (every 2 s after the first few tries) and audio resumes by itself.',
     scope: 'local',
   },
   AUDIO_FILE_UNREADABLE: {

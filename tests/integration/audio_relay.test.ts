@@ -87,6 +87,7 @@ describe('audio relay', () => {
     await dan.joinRoom(room.room_id);
     await waitUntil(() => danHeard.length === 1, 2000, 'the joiner is told');
     expect(danHeard[0][0]).toMatchObject({ user_id: bob.userId, username: 'bob' });
+    expect(dan.activeSpeaker).toEqual({ user_id: bob.userId, username: 'bob' });
 
     // The speaker leaves: the floor goes to nobody (ann's turn is well over by now).
     await sleep(1500);
@@ -116,8 +117,12 @@ describe('audio relay', () => {
     expect(last - asked).toBeLessThan(100);
     await waitUntil(() => bob.user?.is_muted_by_host === true, 1000, "bob's own state shows the mute");
     await expect(bob.setAudio(true)).rejects.toMatchObject({ code: 'MUTED_BY_HOST' });
-    // Lifted: bob unmutes himself and is heard again.
+    // Lifted: that only asks; bob is not heard until he turns audio on himself.
     await ann.unmute('bob');
+    const atLift = arrivals.length;
+    await sleep(300);
+    expect(arrivals.length).toBe(atLift);
+    expect(bob.user?.is_audio_enabled).toBe(false);
     await bob.setAudio(true);
     const n = arrivals.length;
     await waitUntil(() => arrivals.length > n + 5, 2000, 'heard again');
@@ -152,7 +157,11 @@ describe('audio relay', () => {
     expect(sent()).toBe(atMute);
     await expect(b.unmute()).rejects.toMatchObject({ code: 'MUTED_BY_HOST' });
 
+    // Lifting the mute never turns bob's microphone on by itself.
     await ann.unmute('bob');
+    await sleep(400);
+    expect(sent()).toBe(atMute);
+    expect(b.muted).toBe(true);
     await b.unmute();
     await waitUntil(() => sent() > atMute + 10, 3000, 'bob sends again');
     await b.mute();

@@ -78,4 +78,16 @@ describe('active speaker', () => {
     }
     expect(d.speaker).toBeNull();
   });
+
+  it('sending more packets than 20 ms frames (a flood, duplicates) earns nothing extra', () => {
+    const d = new ActiveSpeakerDetector();
+    run(d, 5, { ann: 20 });
+    // Bob sends ten times a tick's worth of packets at a lower level than ann's.
+    for (let i = 0; i < 20; i++) {
+      for (let f = 0; f < FRAMES; f++) d.note('ann', 20, true);
+      for (let f = 0; f < FRAMES * 10; f++) d.note('bob', 30, true);
+      d.tick();
+    }
+    expect(d.speaker).toBe('ann');
+  });
 });
