@@ -11,8 +11,10 @@
  *   close(1); open("/dev/null")      takes the lowest free descriptor: 1
  *
  * Node has no dup2(), which is why it goes through /proc (Linux). Where that is not
- * possible (another OS, stdout a socket) nothing changes and null is returned: the
- * printed lines then show, which is only cosmetic.
+ * possible (another OS; stdout a socket, as a Node parent's 'pipe' is; stdout and
+ * stderr one file, `> log 2>&1`) nothing changes and null is returned: the printed
+ * lines then show, which is only cosmetic for a person and a known limit for a
+ * program reading --json from a socket pair.
  */
 import fs from 'node:fs';
 import tty from 'node:tty';
@@ -33,6 +35,12 @@ export function divertNativeStdout(): DivertedStdout | null {
     const st = fs.fstatSync(1);
     if (st.isSocket()) return null;
     isFile = st.isFile();
+    if (isFile) {
+      // `> log 2>&1`: descriptors 1 and 2 share one file position; a new descriptor of its
+      // own would write over stderr's lines. Leave it (the C lines then land in the log).
+      const err = fs.fstatSync(2);
+      if (err.dev === st.dev && err.ino === st.ino) return null;
+    }
     // A file: append, never truncate what the shell opened.
     real = fs.openSync('/proc/self/fd/1', isFile ? 'a' : 'w');
   } catch {

@@ -15,7 +15,7 @@ import { startPulse, type Pulse, type Recorder } from '../kit/pulse';
 import { Harness, sleep, waitUntil } from '../kit/server';
 import { killAll, runCli, type RunningProcess } from '../kit/processes';
 import { which } from '../kit/xvfb';
-import { alignedCorrelation, longestSilenceMs, rmsDb, segmentedCorrelation, speech, speechAvailable, sweep } from '../kit/audio_signals';
+import { alignedCorrelation, longestSilenceMs, rmsDb, scale, segmentedCorrelation, speech, speechAvailable, sweep, trimSilence } from '../kit/audio_signals';
 
 const IS_CI = process.env.CI === 'true' || process.env.CI === '1';
 const MISSING = ['pulseaudio', 'pactl', 'pacat', 'parec', 'espeak-ng', 'sox'].filter((c) => !which(c));
@@ -130,8 +130,11 @@ run('audio end to end (PulseAudio devices)', () => {
     const b = await call(bob, null, 'spkB');
     const c = await call(cat, 'micC', null);
     await warm(a, b, c);
-    const annSays = await speech('One two three four five, the meeting starts at nine.', 'en+m3');
-    const catSays = await speech('Please share the slides from the budget review now.', 'en+f3');
+    // Equally loud (in their active parts), as two people at one table.
+    const annRaw = await speech('One two three four five, the meeting starts at nine.', 'en+m3');
+    const catRaw = await speech('Please share the slides from the budget review now.', 'en+f3');
+    const annSays = scale(annRaw, Math.pow(10, (-24 - rmsDb(trimSilence(annRaw))) / 20));
+    const catSays = scale(catRaw, Math.pow(10, (-24 - rmsDb(trimSilence(catRaw))) / 20));
     const atB = pulse.record('spkB');
     await Promise.all([pulse.play('micA', i16(annSays)), pulse.play('micC', i16(catSays))]);
     await sleep(600);
@@ -146,8 +149,8 @@ run('audio end to end (PulseAudio devices)', () => {
       `three talkers: in B's mix, median correlation ann ${ofAnn.median.toFixed(3)}, cat ${ofCat.median.toFixed(3)}, an utterance nobody said ${ofNobody.median.toFixed(3)}`,
     );
     for (const of of [ofAnn, ofCat]) {
-      expect(of.median).toBeGreaterThanOrEqual(0.35);
-      expect(of.median).toBeGreaterThanOrEqual(ofNobody.median + 0.2);
+      expect(of.median).toBeGreaterThanOrEqual(0.4);
+      expect(of.median).toBeGreaterThanOrEqual(ofNobody.median + 0.15);
     }
     const levels = b.levels().talkers.map((t) => t.username).sort();
     expect(levels).toEqual(['ann', 'cat']);
