@@ -125,6 +125,8 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
   private closed = false;
   private readonly nearF = new Float32Array(FRAME_SAMPLES);
   private readonly farF = new Float32Array(FRAME_SAMPLES);
+  private readonly aecOut = new Float32Array(FRAME_SAMPLES);
+  private readonly nsOut = new Float32Array(FRAME_SAMPLES);
   private readonly counters = { captured: 0, sent: 0, played: 0, malformed: 0, encodeErrors: 0, processingUs: 0 };
   private readonly unsubscribe: (() => void)[] = [];
 
@@ -342,10 +344,15 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
     const index = this.frameIndex;
     this.frameIndex = (this.frameIndex + 1) >>> 0;
     let frame = int16ToFloat(pcm, this.nearF);
-    if (this.aec) frame = this.aec.processNear(frame);
+    // In place, through two fixed buffers: nothing is allocated per frame on this path.
+    if (this.aec) {
+      this.aec.processNearInto(frame, this.aecOut);
+      frame = this.aecOut;
+    }
     let voice: boolean;
     if (this.ns) {
-      frame = this.ns.process(frame);
+      this.ns.processInto(frame, this.nsOut);
+      frame = this.nsOut;
       voice = this.ns.lastVad >= 0.5;
     } else voice = false;
     const level = levelDbov(frame);
