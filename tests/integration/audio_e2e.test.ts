@@ -81,6 +81,9 @@ async function warm(...cs: AudioCall[]): Promise<void> {
     10_000,
     'audio devices running',
   );
+  // Then a second more, as people do not speak the moment they join: PortAudio's start-up
+  // (busy for up to 2 s) and the first adjustments of the jitter buffers are over by then.
+  await sleep(1000);
 }
 
 const f32 = (x: Int16Array) => int16ToFloat(x);
