@@ -349,16 +349,14 @@ export class AudioCall extends TypedEmitter<AudioCallEvents> {
       this.aec.processNearInto(frame, this.aecOut);
       frame = this.aecOut;
     }
-    let voice: boolean;
     if (this.ns) {
       this.ns.processInto(frame, this.nsOut);
       frame = this.nsOut;
-      voice = this.ns.lastVad >= 0.5;
-    } else voice = false;
+    }
     const level = levelDbov(frame);
-    // Without the suppressor's voice detector: anything louder than -50 dBov counts as speech
-    // (a crude stand-in, documented in PROTOCOL.md; a noisy room then reads as speaking).
-    if (!this.ns) voice = level <= 50;
+    // RNNoise's voice probability; without the suppressor, anything louder than -50 dBov
+    // counts as speech (a crude stand-in, documented in PROTOCOL.md; a noisy room then reads as speaking).
+    const voice = this.ns ? this.ns.lastVad >= 0.5 : level <= 50;
     this.selfLevel = level;
     this.selfVoice = voice;
     if (!this.sending) {
