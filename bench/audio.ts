@@ -142,7 +142,7 @@ import {
   writeResults,
   type ForkedChild,
   type HotFunction,
-  type LoopStalls,
+  type ChildStatsBase,
   summarize,
   type LatencySummary,
 } from './lib';
@@ -592,13 +592,7 @@ function loopPlayer(env: Record<string, string>, pcm: Int16Array): DevicePlaybac
 
 // ------------------------------------------------------------ main
 
-interface ChildStats {
-  hrtime_us: number;
-  cpu_user_us: number;
-  cpu_system_us: number;
-  elu_since_last: number;
-  stalls: LoopStalls;
-  rss_mb: number;
+interface ChildStats extends ChildStatsBase {
   call?: ReturnType<AudioCall['stats']> | null;
   problems?: string[];
   warnings?: string[];

@@ -22,8 +22,6 @@
  * Either exits when the parent goes away.
  */
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { AudioCall } from '../client/audio_call';
 import { EchoCanceller } from '../client/audio/aec';
 import { FRAME_SAMPLES, floatToInt16, levelDbov } from '../client/audio/format';
@@ -34,7 +32,7 @@ import { OpusVoiceDecoder, OpusVoiceEncoder } from '../client/audio/opus_codec';
 import { Client } from '../client/main_client';
 import { decodeAudioPayload, RedundancyEncoder } from '../shared/protocol/audio_payload';
 import { loop, scale, delay, mix, speech } from '../tests/kit/audio_signals';
-import { serveChild, startBenchServer, type ServedChild } from './lib';
+import { serveBenchServer, serveChild, type ServedChild } from './lib';
 
 export interface JoinRequest {
   port: number;
@@ -44,17 +42,8 @@ export interface JoinRequest {
   speakerEnv: Record<string, string>;
 }
 
-async function startServer(): Promise<ServedChild> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-audio-'));
-  const server = await startBenchServer(dataDir);
-  return {
-    port: server.port,
-    stats: () => ({ media: server.mediaStats().totals }),
-    close: async () => {
-      await server.close();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+function startServer(): Promise<ServedChild> {
+  return serveBenchServer('lanvc-bench-audio-');
 }
 
 /**

@@ -89,6 +89,7 @@ import {
   LoopMonitor,
   type LatencySummary,
   type LoopStalls,
+  type ChildStatsBase,
   type MachineCpu,
   runBench,
 } from './lib';
@@ -393,13 +394,7 @@ interface Probe {
   at: number;
 }
 
-interface ChildStats {
-  hrtime_us: number;
-  cpu_user_us: number;
-  cpu_system_us: number;
-  elu_since_last: number;
-  stalls: LoopStalls;
-  rss_mb: number;
+interface ChildStats extends ChildStatsBase {
   counters: Record<string, number>;
 }
 

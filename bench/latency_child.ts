@@ -11,20 +11,6 @@
  * media relay's totals; `close` -> closes the server, then the process exits by
  * itself (so --cpu-prof writes its profile). It also exits when the parent goes away.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { serveChild, startBenchServer } from './lib';
+import { serveBenchServer, serveChild } from './lib';
 
-serveChild('latency_child', async () => {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lanvc-bench-latency-'));
-  const server = await startBenchServer(dataDir);
-  return {
-    port: server.port,
-    stats: () => ({ media: server.mediaStats().totals }),
-    close: async () => {
-      await server.close();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-});
+serveChild('latency_child', () => serveBenchServer('lanvc-bench-latency-'));

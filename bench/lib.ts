@@ -348,6 +348,16 @@ export function forkTs(script: string, args: string[], opts: { nodeArgs?: string
   });
 }
 
+/** The fields every `stats` reply of serveChild carries; each bench adds its own. */
+export interface ChildStatsBase {
+  hrtime_us: number;
+  cpu_user_us: number;
+  cpu_system_us: number;
+  elu_since_last: number;
+  stalls: LoopStalls;
+  rss_mb: number;
+}
+
 /** What a bench child serves to its parent (see serveChild). */
 export interface ServedChild {
   /** Sent in the `ready` message: where the parent aims its load. */
@@ -360,6 +370,23 @@ export interface ServedChild {
   command?: (cmd: string, arg: unknown) => unknown;
   /** Its result is the `close` reply. */
   close: () => Promise<unknown>;
+}
+
+/**
+ * A bench child's whole service: our Server (relay included) on a fresh data directory,
+ * with the relay's totals in every `stats` reply; the directory goes with close().
+ */
+export async function serveBenchServer(dirPrefix: string): Promise<ServedChild> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), dirPrefix));
+  const server = await startBenchServer(dataDir);
+  return {
+    port: server.port,
+    stats: () => ({ media: server.mediaStats().totals }),
+    close: async () => {
+      await server.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 function errorText(e: unknown): string {

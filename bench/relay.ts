@@ -123,6 +123,7 @@ import {
   type ForkedChild,
   type HotFunction,
   type LoopStalls,
+  type ChildStatsBase,
   type MachineCpu,
   runBench,
   testsrc2RawFrames,
@@ -520,13 +521,7 @@ class Generator {
 
 // ------------------------------------------------------------ relays and probes
 
-interface ChildStats {
-  hrtime_us: number;
-  cpu_user_us: number;
-  cpu_system_us: number;
-  elu_since_last: number;
-  stalls: LoopStalls;
-  rss_mb: number;
+interface ChildStats extends ChildStatsBase {
   counters: Record<string, unknown>;
 }
 
